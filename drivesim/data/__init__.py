@@ -1,0 +1,1 @@
+"""nuScenes-format logs -> typed pytrees (`Log`), BEV occupancy, and training-clip caches."""

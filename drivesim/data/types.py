@@ -1,0 +1,210 @@
+"""Core pytrees: one driving scene (`Log`) and a BEV semantic grid (`Occupancy`).
+
+Conventions used everywhere in drivesim:
+- Global frame: x east, y north, metres (the nuScenes map frame; not centred at the origin).
+- Ego frame: x forward, y left. Yaw is counter-clockwise from +x, radians, in (-pi, pi].
+- Boxes are `(length, width, height)`; note that nuScenes tables store `[width, length, height]`.
+- Times are float32 seconds since the scene's first timestamp (`LogInfo.start_us`).
+- Leading `...` dims are batch dims: library code is written for one scene and `vmap`ped.
+
+Arrays only: every field of a pytree here is a jax/numpy array so that scenes of equal padded
+sizes share one compiled program. Names, tokens and file paths live in `LogInfo`, outside the
+pytree, so that jitted code never recompiles because a scene name changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class EgoTrack:
+    """The ego vehicle's logged motion.
+
+    Attributes:
+      xy: (..., T, 2) float32 position of the ego frame origin (rear axle, as in nuScenes) in the
+        global frame.
+      yaw: (..., T) float32 heading.
+      velocity: (..., T, 2) float32 global-frame velocity (finite differences of the poses).
+      size: (..., 3) float32 `(length, width, height)` of the ego vehicle.
+      valid: (..., T) bool, False on padded steps.
+    """
+
+    xy: jnp.ndarray
+    yaw: jnp.ndarray
+    velocity: jnp.ndarray
+    size: jnp.ndarray
+    valid: jnp.ndarray
+
+    @property
+    def speed(self) -> jnp.ndarray:
+        """(..., T) speed in m/s."""
+        return jnp.linalg.norm(self.velocity, axis=-1)
+
+
+@struct.dataclass
+class AgentTracks:
+    """Tracked objects other than the ego, padded to a fixed number of slots.
+
+    Attributes:
+      xy: (..., A, T, 2) float32 box centre in the global frame.
+      z: (..., A, T) float32 box centre height above the ground plane of the ego.
+      yaw: (..., A, T) float32 box heading.
+      velocity: (..., A, T, 2) float32 global-frame velocity.
+      size: (..., A, 3) float32 `(length, width, height)`.
+      category: (..., A) int32 coarse agent class (`drivesim.data.classes`).
+      valid: (..., A, T) bool: the object is annotated at that step (objects appear and vanish;
+        padded slots are never valid).
+    """
+
+    xy: jnp.ndarray
+    z: jnp.ndarray
+    yaw: jnp.ndarray
+    velocity: jnp.ndarray
+    size: jnp.ndarray
+    category: jnp.ndarray
+    valid: jnp.ndarray
+
+    @property
+    def num_agents(self) -> int:
+        return self.valid.shape[-2]
+
+
+@struct.dataclass
+class MapData:
+    """The map around one scene: lane graph and a semantic raster.
+
+    Lanes (and lane connectors) are split into segments of bounded length and resampled to a fixed
+    number of points, so that they pad into one array.
+
+    Attributes:
+      lane_xy: (..., L, P, 2) float32 lane-segment centreline points, in driving direction.
+      lane_valid: (..., L) bool, False on padded segments.
+      lane_successors: (..., L, S) int32 indices of the segments that follow, -1 padded.
+      lane_predecessors: (..., L, S) int32 indices of the segments that precede, -1 padded.
+      lane_is_connector: (..., L) bool: the segment belongs to a lane connector (intersection).
+      raster: (..., R, R) uint8 occupancy map classes (`OCC_FREE` .. `OCC_LANE_MARKING`) on a
+        square grid aligned with the global axes; row index grows with y, column with x.
+      raster_origin: (..., 2) float32 global xy of the corner of cell (0, 0).
+      raster_resolution: (...) float32 metres per cell.
+    """
+
+    lane_xy: jnp.ndarray
+    lane_valid: jnp.ndarray
+    lane_successors: jnp.ndarray
+    lane_predecessors: jnp.ndarray
+    lane_is_connector: jnp.ndarray
+    raster: jnp.ndarray
+    raster_origin: jnp.ndarray
+    raster_resolution: jnp.ndarray
+
+
+@struct.dataclass
+class CameraRig:
+    """Six cameras, in `CAMERA_CHANNELS` order.
+
+    Attributes:
+      intrinsics: (..., C, 3, 3) float32 pinhole matrices for images of `LogInfo.image_size`.
+      rotation: (..., C, 3, 3) float32 camera-to-ego rotation (camera frame: x right, y down,
+        z forward).
+      translation: (..., C, 3) float32 camera position in the ego frame.
+    """
+
+    intrinsics: jnp.ndarray
+    rotation: jnp.ndarray
+    translation: jnp.ndarray
+
+
+@struct.dataclass
+class Log:
+    """One driving scene as arrays (see the module docstring for frames and units).
+
+    Attributes:
+      time: (..., T) float32 seconds since `LogInfo.start_us`, at a fixed rate.
+      ego: the ego track, T steps.
+      agents: the other objects, A slots x T steps.
+      map: lanes and the semantic raster around the scene.
+      rig: the camera rig.
+    """
+
+    time: jnp.ndarray
+    ego: EgoTrack
+    agents: AgentTracks
+    map: MapData
+    rig: CameraRig
+
+    @property
+    def num_steps(self) -> int:
+        return self.time.shape[-1]
+
+    @property
+    def dt(self) -> float:
+        """Seconds between steps (host-side; needs at least two steps)."""
+        t = np.asarray(self.time)
+        return float(t[..., 1].ravel()[0] - t[..., 0].ravel()[0])
+
+
+CAMERA_CHANNELS = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_FRONT_LEFT",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogInfo:
+    """Everything about a scene that is not an array (names, tokens, files).
+
+    Attributes:
+      scene_name: e.g. "scene-0061".
+      scene_token: the scene's token.
+      location: map location, one of the four nuScenes locations.
+      dataroot: the dataroot the scene was loaded from.
+      version: table version, e.g. "v1.0-mini".
+      start_us: timestamp in microseconds of `Log.time == 0`.
+      image_size: (width, height) of the camera frames the rig's intrinsics are scaled to.
+      camera_files: T rows of 6 paths (relative to `dataroot`, `CAMERA_CHANNELS` order) of the
+        camera frame nearest each step, "" where there is none within half a step.
+      agent_tokens: the instance token of each agent slot ("" for padding).
+      agent_categories: the nuScenes category name of each agent slot ("" for padding).
+      num_agents_total: objects annotated in the scene before truncation to the slot count.
+      num_lanes_total: lane segments in the map crop before truncation.
+    """
+
+    scene_name: str
+    scene_token: str
+    location: str
+    dataroot: str
+    version: str
+    start_us: int
+    image_size: tuple[int, int]
+    camera_files: tuple[tuple[str, ...], ...]
+    agent_tokens: tuple[str, ...]
+    agent_categories: tuple[str, ...]
+    num_agents_total: int = 0
+    num_lanes_total: int = 0
+
+
+@struct.dataclass
+class Occupancy:
+    """An ego-centric bird's-eye-view semantic grid.
+
+    Cell (i, j) has its centre at ego-frame `x = extent - (i + 0.5) * resolution` (forward is up
+    when drawn as an image) and `y = extent - (j + 0.5) * resolution` (left is left).
+
+    Attributes:
+      grid: (..., H, W) uint8 occupancy class ids (`drivesim.data.classes.OCC_*`).
+      extent: (...) float32 half-size of the square grid in metres.
+      resolution: (...) float32 metres per cell.
+    """
+
+    grid: jnp.ndarray
+    extent: jnp.ndarray
+    resolution: jnp.ndarray
