@@ -21,6 +21,13 @@ import numpy as np
 from flax import struct
 
 
+# The nuScenes ego car (a Renault Zoe): box size and where the box centre sits ahead of the ego
+# frame origin, which nuScenes puts at the middle of the rear axle.
+EGO_SIZE = (4.084, 1.730, 1.562)
+EGO_WHEELBASE = 2.588
+EGO_REAR_AXLE_TO_CENTER = 1.3
+
+
 @struct.dataclass
 class EgoTrack:
     """The ego vehicle's logged motion.

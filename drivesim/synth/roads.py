@@ -34,6 +34,9 @@ RIGHT_HAND = {"boston-seaport": True}
 
 # Lane sampling step (m) for the lane polylines the traffic simulation follows.
 LANE_STEP = 0.5
+# Traffic signal timing (s).
+SIGNAL_AMBER = 3.0
+SIGNAL_ALL_RED = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +135,31 @@ class Node:
     radius: float = 0.0
     polygon: Polygon | None = None
     connectors: list[int] = dataclasses.field(default_factory=list)
+    # Traffic signal (intersections only): which of two phases each incoming road belongs to,
+    # the green time of each phase, and the cycle offset.
+    signal_axis: dict[int, int] = dataclasses.field(default_factory=dict)
+    signal_green: tuple[float, float] = (14.0, 14.0)
+    signal_offset: float = 0.0
+
+    def signal(self, road: int, t: float) -> int:
+        """Light for traffic entering from `road` at time t: 0 green, 1 amber, 2 red."""
+        axis = self.signal_axis[road]
+        g0, g1 = self.signal_green
+        cycle = g0 + g1 + 2 * (SIGNAL_AMBER + SIGNAL_ALL_RED)
+        phase = (t + self.signal_offset) % cycle
+        start = 0.0 if axis == 0 else g0 + SIGNAL_AMBER + SIGNAL_ALL_RED
+        green = (g0, g1)[axis]
+        u = (phase - start) % cycle
+        return 0 if u < green else (1 if u < green + SIGNAL_AMBER else 2)
+
+    def time_to_green(self, road: int, t: float) -> float:
+        """Seconds until traffic from `road` next gets green (0 if green now)."""
+        axis = self.signal_axis[road]
+        g0, g1 = self.signal_green
+        cycle = g0 + g1 + 2 * (SIGNAL_AMBER + SIGNAL_ALL_RED)
+        start = 0.0 if axis == 0 else g0 + SIGNAL_AMBER + SIGNAL_ALL_RED
+        u = (t + self.signal_offset - start) % cycle
+        return 0.0 if u < (g0, g1)[axis] else cycle - u
 
     @property
     def is_intersection(self) -> bool:
@@ -308,7 +336,9 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
             lane_width=lane_width,
             shoulder=shoulder,
             sidewalk=float(rng.uniform(2.5, 4.0)),
-            speed_limit=float(rng.choice([8.3, 11.1, 13.9])) if lanes_per_dir == 2 else float(rng.choice([8.3, 11.1])),
+            speed_limit=float(rng.choice([8.3, 11.1, 13.9]))
+            if lanes_per_dir == 2
+            else float(rng.choice([8.3, 11.1])),
             forward_lanes=[],
             backward_lanes=[],
         )
@@ -345,6 +375,22 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
         else:
             radius = max(radius, 15.0)  # a bend: room for lanes to merge smoothly
         node.radius = min(radius, 40.0)
+
+    # Signals: the two most opposite roads of an intersection share a phase; the others the other.
+    for node in nodes:
+        if not node.is_intersection:
+            continue
+        yaws = {r: leaving_yaw(roads[r], node.index) for r in node.roads}
+        best, pair = -1.0, None
+        for a in node.roads:
+            for b in node.roads:
+                if a < b:
+                    opp = abs(float(wrap_angle(yaws[a] - yaws[b])))
+                    if opp > best:
+                        best, pair = opp, (a, b)
+        node.signal_axis = {r: (0 if r in pair else 1) for r in node.roads}
+        node.signal_green = (float(rng.uniform(12.0, 20.0)), float(rng.uniform(10.0, 16.0)))
+        node.signal_offset = float(rng.uniform(0.0, 60.0))
 
     for road in roads:
         ref = untrimmed[road.index]
@@ -427,7 +473,9 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
                 pairs = _lane_pairs(turn, len(ins), len(outs), right_hand)
                 for i, o in pairs:
                     src, dst = lanes[ins[i]], lanes[outs[o]]
-                    pieces = connector_path(src.pieces[-1].end, (dst.pieces[0].x, dst.pieces[0].y, dst.pieces[0].yaw))
+                    pieces = connector_path(
+                        src.pieces[-1].end, (dst.pieces[0].x, dst.pieces[0].y, dst.pieces[0].yaw)
+                    )
                     speed = min(src.speed_limit, dst.speed_limit)
                     con = Lane(len(lanes), pieces, src.width, True, -1, node.index, speed, turn=turn)
                     con.predecessors = [src.index]
@@ -470,7 +518,9 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
     drivable = _as_multipolygon(drivable.buffer(0.01).buffer(-0.01))
     walk_parts = []
     for road in roads:
-        walk_parts.append(_strip(road.reference, -road.half_width(-1) - road.sidewalk, road.half_width(1) + road.sidewalk))
+        walk_parts.append(
+            _strip(road.reference, -road.half_width(-1) - road.sidewalk, road.half_width(1) + road.sidewalk)
+        )
     for node in nodes:
         if node.polygon is not None:
             sw = max(roads[r].sidewalk for r in node.roads)
@@ -496,14 +546,18 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
             a = mid.offset(-road.half_width(-1) - road.sidewalk / 2)
             b = mid.offset(road.half_width(1) + road.sidewalk / 2)
             crossings.append(
-                Crossing(len(crossings), road.index, node_id, poly, np.array([[a.x, a.y], [b.x, b.y]]), mid.yaw)
+                Crossing(
+                    len(crossings), road.index, node_id, poly, np.array([[a.x, a.y], [b.x, b.y]]), mid.yaw
+                )
             )
             incoming = road.forward_lanes if end == 1 else road.backward_lanes
             for lid in incoming:
                 lane = lanes[lid]
                 lane.stop_s = lane.length - crossing_width - 2.0
                 p = trim_path(lane.pieces, lane.stop_s + 0.5, lane.stop_s + 1.0)
-                stop_lines.append(StopLine(lid, _strip(p, -lane.width / 2, lane.width / 2, 0.5), crossings[-1].index))
+                stop_lines.append(
+                    StopLine(lid, _strip(p, -lane.width / 2, lane.width / 2, 0.5), crossings[-1].index)
+                )
 
     # Where lanes and connectors enter crossings (vehicles yield to pedestrians there).
     for lane in lanes:
