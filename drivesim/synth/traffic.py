@@ -148,7 +148,10 @@ class Traffic:
         self.entry_lanes = self.map.entry_lanes
         # Scenes on the same map see the signals at different points of their cycles.
         self.signal_shift = float(np.random.default_rng([plan.seed, 313]).uniform(0.0, 120.0))
-        self.ego_override: np.ndarray | None = None  # (K, 3) rear-axle poses from `override_from`
+        self.ego_override: np.ndarray | None = None
+        self.ego_command: tuple[str, float] | None = (
+            None  # (kind, value): see `command_ego`  # (K, 3) rear-axle poses from `override_from`
+        )
         self.override_from = 0
         for spec in plan.agents:
             self.add(spec)
@@ -172,9 +175,7 @@ class Traffic:
             for shift in self.signal_shift + np.arange(0.0, 60.0, 2.5):
                 u = arrival + shift
                 if node.signal(road, u) == 0:
-                    left = next(
-                        (dt for dt in np.arange(0.0, 40.0, 0.5) if node.signal(road, u + dt) != 0), 40.0
-                    )
+                    left = next((dt for dt in np.arange(0.0, 40.0, 0.5) if node.signal(road, u + dt) != 0), 40.0)
                     if left > best_left:
                         best, best_left = float(shift), left
             self.signal_shift = best
@@ -263,16 +264,17 @@ class Traffic:
             spec.lateral_offset,
         )
         if spec.kind in ("ego", "vehicle"):
-            lane, s = spec.lane, spec.s
-            if spec.pose is not None and lane < 0:
-                rear = np.array(spec.pose[:2]) - self.cx[k] * np.array(
-                    [math.cos(spec.pose[2]), math.sin(spec.pose[2])]
-                )
-                lane, s = self.snap_to_lane((rear[0], rear[1], spec.pose[2]))
-            self._set_route(k, lane, s)
-            i = int(round(self.prog[k]))
-            self.rear[k] = self.route_xy[k, i]
-            self.yaw[k] = self.route_yaw[k, i]
+            if spec.pose is not None and spec.lane < 0:
+                # Placed at an exact pose: keep it, and follow the nearest lane going its way.
+                x, y, yaw = spec.pose
+                self.rear[k] = (x - self.cx[k] * math.cos(yaw), y - self.cx[k] * math.sin(yaw))
+                self.yaw[k] = yaw
+                self._set_route(k, *self.snap_to_lane((*self.rear[k], yaw)))
+            else:
+                self._set_route(k, spec.lane, spec.s)
+                i = int(round(self.prog[k]))
+                self.rear[k] = self.route_xy[k, i]
+                self.yaw[k] = self.route_yaw[k, i]
         elif spec.kind == "pedestrian":
             self._set_path(k, np.asarray(spec.path, dtype=np.float64))
             self.rear[k] = self.route_xy[k, 0]
@@ -441,6 +443,81 @@ class Traffic:
         out = self.route_xy[k, i] * (1 - f) + self.route_xy[k, i + 1] * f
         return out, self.route_yaw[k, i]
 
+    # ------------------------------------------------------------------ edits
+    def remove(self, uid: int) -> None:
+        self.active[self.slot_of(uid)] = False
+
+    def move(self, uid: int, x: float, y: float, yaw: float | None = None) -> None:
+        """Teleport an agent's box centre to (x, y) (and heading `yaw`, if given)."""
+        k = self.slot_of(uid)
+        yaw = float(self.yaw[k]) if yaw is None else float(yaw)
+        if self.kind[k] == KIND_PEDESTRIAN:
+            old = self.rear[k].copy()
+            n = self.route_n[k]
+            self.route_xy[k, :n] += np.array([x, y]) - old
+            self.rear[k] = (x, y)
+            return
+        self.rear[k] = (x - self.cx[k] * math.cos(yaw), y - self.cx[k] * math.sin(yaw))
+        self.yaw[k] = yaw
+        if self.kind[k] <= KIND_VEHICLE:
+            lane, s = self.snap_to_lane((*self.rear[k], yaw))
+            self._set_route(k, lane, s)
+
+    def set_speed(self, uid: int, speed: float, hold: bool = True) -> None:
+        """Set an agent's speed now; with `hold` it also becomes the speed it wants to drive."""
+        k = self.slot_of(uid)
+        self.v[k] = speed
+        if hold:
+            self.p_v0[k] = speed
+            self.specs[k] = dataclasses.replace(self.specs[k], desired_speed=speed, speed_windows=())
+
+    def override_ego(self, poses: np.ndarray) -> None:
+        """Drive the ego along rear-axle poses (K, 3), one per step from now (poses[0] is now)."""
+        poses = np.asarray(poses, dtype=np.float64)
+        self.ego_override = poses
+        self.override_from = self.step_index
+        self.rear[0] = poses[0, :2]
+        self.yaw[0] = poses[0, 2]
+        self._set_route(0, *self.snap_to_lane(tuple(poses[0])))
+
+    def command_ego(self, kind: str, value: float | None = None) -> None:
+        """Make the ego do something from now on, whatever the traffic around it does.
+
+        brake: decelerate at `value` m/s^2 (default 4) to a stop and stay stopped.
+        accelerate: speed up at `value` m/s^2 (default 2) to 1.5x its usual speed.
+        keep: hold the current speed. stop_and_go... are not commands: see `speed_windows`.
+        lane_change_left / lane_change_right: change lane now (no gap check).
+        turn_left / turn_right / straight: take that turn at the next intersection.
+        """
+        if kind in ("brake", "accelerate", "keep"):
+            default = {"brake": 4.0, "accelerate": 2.0, "keep": 0.0}[kind]
+            self.ego_command = (kind, default if value is None else float(value))
+            self.ego_command_speed = float(self.v[0])
+        elif kind in ("lane_change_left", "lane_change_right"):
+            lane, s = self.lane_position(0)
+            cur = self.map.lanes[lane]
+            target = cur.left if kind.endswith("left") else cur.right
+            if target < 0 or cur.is_connector:
+                raise ValueError(f"the ego cannot change lane to the {kind.split('_')[-1]} here (no such lane)")
+            self._set_route(0, target, s + max(8.0, 1.2 * self.v[0]))
+        elif kind in ("turn_left", "turn_right", "straight"):
+            self.turn_queue[0] = [kind.replace("turn_", "")]
+            lane, s = self.lane_position(0)
+            if self.map.lanes[lane].is_connector:
+                raise ValueError("the ego is inside an intersection; a turn applies before the next one")
+            self._set_route(0, lane, s)
+        else:
+            raise ValueError(f"unknown ego command {kind!r}")
+
+    def _commanded_accel(self) -> float:
+        kind, value = self.ego_command
+        v = self.v[0]
+        if kind == "brake":
+            return -min(value, v / DT)
+        if kind == "accelerate":
+            return min(value, max(0.0, (1.5 * self.specs[0].desired_speed - v) / DT))
+        return float(np.clip((self.ego_command_speed - v) / DT, -MAX_DECEL, 3.0))
+
     # ------------------------------------------------------------------ queries
     def centers(self) -> np.ndarray:
         n = self.n
@@ -488,6 +565,8 @@ class Traffic:
         use = self.route_done[movers] & (self.kind[movers] == KIND_EGO) & (end < g)
         g[use], vl[use] = end[use], 0.0
         acc = self._idm(movers, self._desired_speed(movers), g, vl)
+        if self.ego_command is not None and self.kind[movers[0]] == KIND_EGO:
+            acc[0] = self._commanded_accel()
         for m, k in enumerate(movers):
             for w in self.specs[k].speed_windows:
                 if w.t0 <= t < w.t1:
@@ -525,9 +604,7 @@ class Traffic:
         v, a, b = self.v[k], self.p_accel[k], self.p_decel[k]
         free = 1.0 - (v / np.maximum(v0, 0.1)) ** 4
         free = np.where(v0 < 0.1, np.where(v > 0.05, -1.0, 0.0), free)
-        s_star = self.p_gap[k] + np.maximum(
-            0.0, v * self.p_headway[k] + v * (v - v_lead) / (2 * np.sqrt(a * b))
-        )
+        s_star = self.p_gap[k] + np.maximum(0.0, v * self.p_headway[k] + v * (v - v_lead) / (2 * np.sqrt(a * b)))
         interact = np.where(gap < 200, (s_star / np.maximum(gap, 0.05)) ** 2, 0.0)
         return np.clip(a * (free - interact), -MAX_DECEL, a)
 
@@ -691,11 +768,7 @@ class Traffic:
         along = win_s[pm, j]
         extent = 0.5 * self.length[o] * cos + 0.5 * self.width[o] * sin
         g = along - self.cx[k] - 0.5 * self.length[k] - extent
-        ok = (
-            (lat < 0.5 * self.width[k] + half_w + margin)
-            & (along > self.cx[k] + 0.2)
-            & (j < WINDOW_POINTS - 1)
-        )
+        ok = (lat < 0.5 * self.width[k] + half_w + margin) & (along > self.cx[k] + 0.2) & (j < WINDOW_POINTS - 1)
         if not ok.any():
             return gap, lead_v
         pm, o, g, rel = pm[ok], o[ok], g[ok], rel[ok]
@@ -743,9 +816,7 @@ class Traffic:
                     return d
         return 1e9
 
-    def _intersection_stops(
-        self, movers: np.ndarray, leader_gap: np.ndarray, ped_gap: np.ndarray
-    ) -> np.ndarray:
+    def _intersection_stops(self, movers: np.ndarray, leader_gap: np.ndarray, ped_gap: np.ndarray) -> np.ndarray:
         """Gap to the stop line for movers that must yield at the next intersection (else 1e9).
 
         Vehicles stop at red lights (and at amber when they can). Vehicles inside an intersection
@@ -783,9 +854,7 @@ class Traffic:
                     if d < 30.0 and lanes[conn].conflicts and is_head:
                         if not np.isfinite(self.head_since[k]):
                             self.head_since[k] = self.t
-                        queue.append(
-                            (0 if committed else 1, self.head_since[k], self.specs[k].uid, m, conn, d)
-                        )
+                        queue.append((0 if committed else 1, self.head_since[k], self.specs[k].uid, m, conn, d))
                     else:
                         self.head_since[k] = np.inf
                     break
@@ -865,9 +934,7 @@ class Traffic:
             start = self.map.lanes[lane_id].poses[0, :2]
             if np.any(self.active[: self.n] & (np.hypot(*(centers - start).T) < 25.0)):
                 continue
-            spec = random_vehicle(
-                np.random.default_rng(spec_seed), self.next_uid, lane_id, 2.0, self.map, spec_seed
-            )
+            spec = random_vehicle(np.random.default_rng(spec_seed), self.next_uid, lane_id, 2.0, self.map, spec_seed)
             spec = dataclasses.replace(spec, speed=0.6 * spec.desired_speed)
             self.next_uid += 1
             self.add(spec)

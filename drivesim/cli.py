@@ -1,0 +1,285 @@
+"""`drivesim <verb>`: the command line.
+
+Every verb turns bad input into a one-line error on stderr and a non-zero exit status (2), with no
+traceback (set DRIVESIM_DEBUG=1 to see one). Outputs are written to temporary names and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from drivesim.errors import DrivesimError
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def default_dataroot() -> Path:
+    """The embedded synthetic set: $DRIVESIM_DATA, else data/synthetic in the repository."""
+    return Path(os.environ.get("DRIVESIM_DATA", REPO_DATA / "synthetic"))
+
+
+DEFAULT_VERSION = "v1.0-mini"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+# ---------------------------------------------------------------------- synth
+def cmd_synth(args) -> int:
+    from drivesim.synth.dataset import SynthConfig, generate
+
+    cfg = SynthConfig(
+        scenes=args.scenes,
+        seconds=args.seconds,
+        seed=args.seed,
+        version=args.version,
+        image_width=args.image_width,
+        camera_hz=args.camera_hz,
+    )
+    report = generate(cfg, Path(args.out), overwrite=args.overwrite, progress=not args.quiet)
+    con = _console()
+    con.print(
+        f"wrote {report['scenes']} scenes, {report['images']} camera images to {report['dataroot']} "
+        f"({cfg.version}): {_human_bytes(report['bytes'])} on disk, in {report['seconds']:.1f} s"
+    )
+    return 0
+
+
+def ensure_synthetic(dataroot: Path, version: str, quiet: bool = False) -> None:
+    """Generate the default synthetic mini set at `dataroot` if it is not there."""
+    if (dataroot / version / "scene.json").exists():
+        return
+    from drivesim.synth.dataset import SynthConfig, generate
+
+    con = _console()
+    con.print(f"[bold]building the synthetic mini set[/bold] at {dataroot} (one-off)")
+    report = generate(SynthConfig(version=version), dataroot, overwrite=True, progress=not quiet)
+    con.print(
+        f"synthetic set: {report['scenes']} scenes, {report['images']} images, "
+        f"{_human_bytes(report['bytes'])}, built in {report['seconds']:.1f} s"
+    )
+
+
+# ---------------------------------------------------------------------- replay
+def cmd_replay(args) -> int:
+    out = replay(
+        Path(args.dataroot) if args.dataroot else None,
+        args.version,
+        args.scene,
+        Path(args.out),
+        frame=args.frame,
+        hz=args.hz,
+        quiet=args.quiet,
+    )
+    for path in out:
+        print(f"replay written to {path.resolve()}")
+    return 0
+
+
+def replay(dataroot, version, scene, out: Path, frame=None, hz=2.0, quiet=False) -> list[Path]:
+    """Render a scene (or one frame of it) to `out`; returns the files written."""
+    import numpy as np
+
+    from drivesim.data.dataroot import open_nuscenes, scene_names
+    from drivesim.data.loader import LoadConfig, load_camera_frames, load_log
+    from drivesim.data.occupancy import OccupancyConfig, log_occupancy
+    from drivesim.viz.replay import render_replay, save_animation, save_still
+
+    if dataroot is None:
+        dataroot = default_dataroot()
+        ensure_synthetic(dataroot, version, quiet)
+    suffix = out.suffix.lower()
+    if frame is None and suffix not in (".gif", ".mp4"):
+        raise DrivesimError(f"--out {out}: an animation is written as .gif (and .mp4 beside it); use a .gif name")
+    if frame is not None and suffix not in (".png", ".jpg", ".jpeg"):
+        raise DrivesimError(f"--out {out}: a single --frame is written as an image; use a .png name")
+    if not out.parent.exists():
+        raise DrivesimError(f"--out {out}: folder {out.parent} does not exist")
+    if hz <= 0 or hz > 12:
+        raise DrivesimError(f"--hz {hz}: choose a rate between 0.5 and 12 frames per second")
+    nusc = open_nuscenes(dataroot, version)
+    if scene is None:
+        scene = scene_names(nusc)[0]
+    cfg = LoadConfig(rate_hz=hz, camera_source="keyframes" if hz <= 2 else "any")
+    log, info = load_log(nusc, scene, cfg)
+    steps = list(range(int(np.asarray(log.ego.valid).sum())))
+    if frame is not None:
+        if not 0 <= frame < len(steps):
+            raise DrivesimError(f"--frame {frame}: scene {scene} has frames 0..{len(steps) - 1} at {hz:g} Hz")
+        steps = [frame]
+    occ_cfg = OccupancyConfig()
+    occupancy = np.asarray(log_occupancy(log, occ_cfg).grid)
+    cameras = load_camera_frames(info, steps=slice(min(steps), max(steps) + 1))
+    cameras = np.concatenate([np.zeros((min(steps),) + cameras.shape[1:], np.uint8), cameras])
+    with _bar(quiet, f"replay {scene}", len(steps)) as tick:
+        frames = render_replay(log, info, cameras, occupancy, occ_cfg.extent, occ_cfg.resolution, steps, on_frame=tick)
+    if frame is not None:
+        return [save_still(frames[0], out)]
+    return save_animation(frames, out.with_suffix(".gif"), fps=max(hz, 1.0) * 2 if hz <= 2 else hz)
+
+
+class _bar:
+    """A rich progress bar as a context manager yielding a `tick()` callback."""
+
+    def __init__(self, quiet: bool, label: str, total: int):
+        self.quiet, self.label, self.total = quiet, label, total
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
+        self.progress.__enter__()
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda: self.progress.update(task, advance=1)
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.progress.__exit__(*exc)
+        return False
+
+
+# ---------------------------------------------------------------------- scenes
+def cmd_scenes(args) -> int:
+    from drivesim.data.dataroot import open_nuscenes
+
+    dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
+    if args.dataroot is None:
+        ensure_synthetic(dataroot, args.version, args.quiet)
+    nusc = open_nuscenes(dataroot, args.version)
+    for s in nusc.scene:
+        log = nusc.get("log", s["log_token"])
+        print(f"{s['name']}\t{log['location']}\t{s['nbr_samples']} samples\t{s['description']}")
+    return 0
+
+
+# ---------------------------------------------------------------------- cache
+def cmd_cache(args) -> int:
+    from drivesim.data.cache import CacheConfig, build_cache
+
+    dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
+    if args.dataroot is None:
+        ensure_synthetic(dataroot, args.version, args.quiet)
+    w, h = (int(v) for v in args.image_size.lower().split("x"))
+    cfg = CacheConfig(clip_length=args.clip_length, stride=args.stride, image_size=(w, h))
+    report = build_cache(dataroot, args.version, Path(args.out), cfg, workers=args.workers, progress=not args.quiet)
+    print(
+        f"cache at {report['out']}: {report['scenes']} scenes ({report['skipped']} already done), "
+        f"{report['clips']} clips, {_human_bytes(report['bytes'])}, in {report['seconds']:.1f} s"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    t0 = time.perf_counter()
+    dataroot = default_dataroot()
+    ensure_synthetic(dataroot, DEFAULT_VERSION, args.quiet)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = replay(dataroot, DEFAULT_VERSION, None, out_dir / "replay.gif", quiet=args.quiet)
+    written += replay(dataroot, DEFAULT_VERSION, None, out_dir / "replay_frame.png", frame=10, quiet=True)
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s; outputs:")
+    for path in written:
+        print(f"  {path.resolve()}")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drivesim", description="JAX driving world-model simulator.")
+    sub = p.add_subparsers(dest="verb", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add = sub.add_parser
+
+    def add_parser(name, **kw):
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser
+
+    s = sub.add_parser("synth", help="write a synthetic nuScenes-format dataroot")
+    s.add_argument("--out", required=True, help="dataroot folder to create")
+    s.add_argument("--scenes", type=int, default=10)
+    s.add_argument("--seconds", type=float, default=20.0, help="length of each scene")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--version", default=DEFAULT_VERSION, help="table folder name (default v1.0-mini)")
+    s.add_argument("--image-width", type=int, default=160, help="camera image width (16:9)")
+    s.add_argument("--camera-hz", type=int, default=12, help="camera rate; frames between keyframes are sweeps")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=cmd_synth)
+
+    def data_args(q):
+        q.add_argument("--dataroot", default=None, help="nuScenes dataroot (default: the embedded synthetic set)")
+        q.add_argument("--version", default=DEFAULT_VERSION)
+
+    r = sub.add_parser("replay", help="render a scene: six cameras beside the BEV occupancy")
+    data_args(r)
+    r.add_argument("--scene", default=None, help="scene name (default: the first)")
+    r.add_argument(
+        "--out", required=True, help="output .gif (an .mp4 is added when ffmpeg exists), or .png with --frame"
+    )
+    r.add_argument("--frame", type=int, default=None, help="render only this frame, as a still image")
+    r.add_argument("--hz", type=float, default=2.0, help="frames per second of scene time (2 = keyframes, up to 12)")
+    r.set_defaults(func=cmd_replay)
+
+    sc = sub.add_parser("scenes", help="list the scenes of a dataroot")
+    data_args(sc)
+    sc.set_defaults(func=cmd_scenes)
+
+    c = sub.add_parser("cache", help="preprocess a dataroot into a cache of training clips")
+    data_args(c)
+    c.add_argument("--out", required=True, help="cache folder (resumable: finished scenes are skipped)")
+    c.add_argument("--clip-length", type=int, default=10, help="keyframes per clip")
+    c.add_argument("--stride", type=int, default=2, help="keyframes between clip starts")
+    c.add_argument("--image-size", default="64x36", help="camera frames are stored at WxH")
+    c.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    c.set_defaults(func=cmd_cache)
+
+    d = sub.add_parser("demo", help="the main job on the embedded synthetic data")
+    d.add_argument("--out", default="out/demo", help="report folder")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DrivesimError as e:
+        print(f"drivesim {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"drivesim {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("DRIVESIM_DEBUG"):
+            raise
+        print(
+            f"drivesim {args.verb}: internal error: {type(e).__name__}: {e} "
+            "(set DRIVESIM_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

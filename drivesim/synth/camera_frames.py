@@ -1,0 +1,129 @@
+"""Camera images of a recorded scene: who is where at each frame's time, rendered by `render`."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from drivesim.synth.rig import Camera
+from drivesim.synth.roads import SynthMap
+from drivesim.synth.texture import GRASS, SURFACE_COLORS, GroundTexture, ground_texture
+from drivesim.synth.world import SceneRecord
+
+STYLE_PLAIN, STYLE_VEHICLE, STYLE_BUILDING, STYLE_PEDESTRIAN = 0, 1, 2, 3
+MAX_BOXES = 32
+
+_CAR_COLORS = np.array(
+    [(0.92, 0.92, 0.92), (0.12, 0.12, 0.13), (0.62, 0.64, 0.66), (0.7, 0.1, 0.1), (0.15, 0.25, 0.6),
+     (0.35, 0.37, 0.4), (0.85, 0.8, 0.7), (0.1, 0.35, 0.2)]
+)  # fmt: skip
+_CLOTHES = np.array([(0.2, 0.3, 0.6), (0.6, 0.15, 0.15), (0.15, 0.15, 0.15), (0.8, 0.75, 0.3), (0.3, 0.5, 0.3)])
+_BUILDING_COLORS = np.array([(0.78, 0.72, 0.62), (0.6, 0.6, 0.62), (0.7, 0.55, 0.45), (0.85, 0.84, 0.8)])
+
+
+def appearance(category: str, uid: int) -> tuple[tuple[float, float, float], int]:
+    """Colour (RGB in [0, 1]) and render style of an agent, deterministic in its uid."""
+    if category.startswith("human"):
+        c = _CLOTHES[uid % len(_CLOTHES)]
+        if category.endswith("construction_worker") or category.endswith("police_officer"):
+            c = (0.95, 0.6, 0.1)
+        return tuple(c), STYLE_PEDESTRIAN
+    if category in ("vehicle.bicycle", "vehicle.motorcycle"):
+        return (0.1, 0.55, 0.25), STYLE_PEDESTRIAN
+    if category == "vehicle.bus.rigid":
+        return ((0.8, 0.15, 0.1) if uid % 2 else (0.9, 0.75, 0.1)), STYLE_VEHICLE
+    if category in ("vehicle.truck", "vehicle.construction"):
+        return ((0.95, 0.95, 0.95) if uid % 2 else (0.9, 0.45, 0.1)), STYLE_VEHICLE
+    if category == "vehicle.emergency.police":
+        return (0.1, 0.1, 0.3), STYLE_VEHICLE
+    if category.startswith("vehicle"):
+        return tuple(_CAR_COLORS[(uid * 7) % len(_CAR_COLORS)]), STYLE_VEHICLE
+    if category == "movable_object.trafficcone":
+        return (1.0, 0.45, 0.05), STYLE_PLAIN
+    if category == "movable_object.barrier":
+        return (0.85, 0.2, 0.2), STYLE_PLAIN
+    return (0.2, 0.3, 0.25), STYLE_PLAIN
+
+
+@functools.lru_cache(maxsize=4)
+def _texture(smap: SynthMap) -> GroundTexture:
+    return ground_texture(smap)
+
+
+def map_mask(smap: SynthMap) -> np.ndarray:
+    """The nuScenes map table's semantic prior: 255 on drivable area and walkways, at 10 px/m."""
+    return np.where(_texture(smap).surface != GRASS, 255, 0).astype(np.uint8)
+
+
+class SceneBoxes:
+    """Boxes of a recorded scene, ready to be cut per frame: what moves and what stands still."""
+
+    def __init__(self, record: SceneRecord):
+        self.record = record
+        size = np.array([s.size for s in record.specs]).reshape(-1, 3)
+        look = [appearance(s.category, s.uid) for s in record.specs]
+        self.agent_size = size
+        self.agent_color = np.array([c for c, _ in look]).reshape(-1, 3)
+        self.agent_style = np.array([st for _, st in look], np.int32)
+        b = record.plan.map.buildings
+        self.static = np.stack([b[:, 0], b[:, 1], b[:, 5] / 2, b[:, 2], b[:, 3], b[:, 4], b[:, 5]], axis=1)
+        self.static_color = _BUILDING_COLORS[np.arange(len(b)) % len(_BUILDING_COLORS)]
+        self.static_style = np.full(len(b), STYLE_BUILDING, np.int32)
+
+    def at(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All boxes at log time t: (M, 7) [x, y, z, yaw, l, w, h], colours (M, 3), styles (M,).
+
+        Agents present at t, then the map's buildings. The ego is not a box (the cameras are on it).
+        """
+        xy, yaw, present = self.record.agents_at(t)
+        size = self.agent_size[present]
+        moving = np.concatenate([xy[present], size[:, 2:3] / 2, yaw[present, None], size], axis=1)
+        return (
+            np.concatenate([moving, self.static]),
+            np.concatenate([self.agent_color[present], self.static_color]),
+            np.concatenate([self.agent_style[present], self.static_style]),
+        )
+
+
+def camera_poses(record: SceneRecord, cams: list[Camera], times) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-to-global rotations (N, 3, 3) and positions (N, 3) of cameras at log times."""
+    pose = record.ego_pose_at(np.asarray(times))
+    rot = np.zeros((len(cams), 3, 3))
+    pos = np.zeros((len(cams), 3))
+    for i, (cam, (x, y, yaw)) in enumerate(zip(cams, pose, strict=True)):
+        c, s = math.cos(yaw), math.sin(yaw)
+        r_ego = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        rot[i] = r_ego @ cam.rotation
+        pos[i] = np.array([x, y, 0.0]) + r_ego @ cam.translation
+    return rot, pos
+
+
+def render_scene(record: SceneRecord, rig: tuple[Camera, ...], times: list[float], channels: list[str]) -> np.ndarray:
+    """(N, H, W, 3) uint8 images of the given (time, channel) frames of a scene."""
+    from drivesim.synth.render import render_images, select_boxes
+
+    by_channel = {cam.channel: cam for cam in rig}
+    cams = [by_channel[ch] for ch in channels]
+    rot, pos = camera_poses(record, cams, times)
+    n = len(times)
+    boxes = np.zeros((n, MAX_BOXES, 7), np.float32)
+    colors = np.zeros((n, MAX_BOXES, 3), np.float32)
+    styles = np.zeros((n, MAX_BOXES), np.int32)
+    valid = np.zeros((n, MAX_BOXES), bool)
+    scene_boxes = SceneBoxes(record)
+    for i, t in enumerate(times):
+        all_boxes, all_colors, all_styles = scene_boxes.at(t)
+        boxes[i], colors[i], styles[i], valid[i] = select_boxes(
+            pos[i], rot[i][:, 2], all_boxes, all_colors, all_styles, MAX_BOXES
+        )
+    tex = _texture(record.plan.map)
+    intr = np.stack([c.intrinsics for c in cams]).astype(np.float32)
+    w, h = rig[0].width, rig[0].height
+    return np.asarray(
+        render_images(
+            tex.surface, tex.resolution, SURFACE_COLORS, intr, rot.astype(np.float32), pos.astype(np.float32),
+            boxes, colors, styles, valid, width=w, height=h,
+        )
+    )  # fmt: skip

@@ -1,0 +1,243 @@
+"""Generate a synthetic nuScenes-format dataroot: maps, traffic, camera images, tables.
+
+`generate(SynthConfig(...), out)` is what `drivesim synth` runs. It writes into a temporary folder
+beside `out` and renames it at the end, so an interrupted run leaves no half-written dataroot.
+Beside the nuScenes files it writes `drivesim_synth.json`: the recipe (config and, per scene, the
+map, seed and scenario) from which any scene can be re-simulated exactly.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.synth.roads import LOCATIONS, MapConfig, SynthMap, generate_map
+from drivesim.synth.scenario import SCENARIOS, make_plan
+from drivesim.synth.traffic import ScenePlan
+from drivesim.synth.world import SceneRecord, simulate
+
+RECIPE_FILE = "drivesim_synth.json"
+BASE_TIMESTAMP_US = 1_533_081_600_000_000  # 2018-08-01 00:00:00 UTC
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """What `drivesim synth` generates."""
+
+    scenes: int = 10
+    """Number of scenes."""
+    seconds: float = 20.0
+    """Length of each scene (s); keyframes at 2 Hz, so 2 * seconds samples."""
+    seed: int = 0
+    """Seed of everything (maps, traffic, scenarios)."""
+    version: str = "v1.0-mini"
+    """Table folder name (the devkit's `version`)."""
+    image_width: int = 160
+    """Camera image width in pixels (height keeps the nuScenes 16:9 aspect)."""
+    camera_hz: int = 12
+    """Camera rate; frames between keyframes are written as sweeps. A multiple of 2."""
+    locations: tuple[str, ...] = LOCATIONS
+    """Map locations, used in turn by consecutive scenes."""
+    annotation_range: float = 60.0
+    """Objects farther than this from the ego (m) are not annotated."""
+    jpeg_quality: int = 90
+
+    def validate(self) -> None:
+        if self.scenes < 1:
+            raise ConfigError(f"--scenes must be at least 1 (got {self.scenes})")
+        if not 4.0 <= self.seconds <= 120.0:
+            raise ConfigError(f"--seconds must be between 4 and 120 (got {self.seconds})")
+        if self.camera_hz < 2 or self.camera_hz % 2:
+            raise ConfigError(f"--camera-hz must be an even number of Hz, at least 2 (got {self.camera_hz})")
+        if not 16 <= self.image_width <= 1600:
+            raise ConfigError(f"--image-width must be between 16 and 1600 pixels (got {self.image_width})")
+        bad = [loc for loc in self.locations if loc not in LOCATIONS]
+        if bad or not self.locations:
+            raise ConfigError(f"unknown location(s) {bad}; use some of {', '.join(LOCATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneRecipe:
+    """How to rebuild one scene exactly."""
+
+    name: str
+    location: str
+    map_seed: int
+    seed: int
+    scenario: str
+    seconds: float
+    start_us: int
+
+
+def scene_recipes(cfg: SynthConfig) -> list[SceneRecipe]:
+    """The scenes a config generates: locations in turn, scenarios in turn (shuffled by seed)."""
+    order = np.random.default_rng([cfg.seed, 55]).permutation(len(SCENARIOS))
+    out = []
+    for i in range(cfg.scenes):
+        out.append(
+            SceneRecipe(
+                name=f"scene-{i + 1:04d}",
+                location=cfg.locations[i % len(cfg.locations)],
+                map_seed=cfg.seed,
+                seed=int(np.random.default_rng([cfg.seed, i, 99]).integers(1 << 30)),
+                scenario=SCENARIOS[int(order[i % len(SCENARIOS)])],
+                seconds=cfg.seconds,
+                start_us=BASE_TIMESTAMP_US + cfg.seed * 86_400_000_000 + i * 3_600_000_000,
+            )
+        )
+    return out
+
+
+_MAPS: dict[tuple[str, int], SynthMap] = {}
+
+
+def synth_map(location: str, seed: int) -> SynthMap:
+    """The synthetic map of a location (cached; deterministic in the seed)."""
+    key = (location, seed)
+    if key not in _MAPS:
+        for attempt in range(20):
+            try:
+                _MAPS[key] = generate_map(location, seed * 1000 + attempt, MapConfig())
+                break
+            except RuntimeError:
+                continue
+        else:
+            raise RuntimeError(f"could not generate a map for {location} with seed {seed}")
+    return _MAPS[key]
+
+
+def plan_for(recipe: SceneRecipe) -> ScenePlan:
+    """The scene plan of a recipe (falls back to cruising if the map lacks the scenario's road)."""
+    smap = synth_map(recipe.location, recipe.map_seed)
+    try:
+        return make_plan(smap, recipe.seed, recipe.scenario, recipe.seconds)
+    except RuntimeError:
+        return make_plan(smap, recipe.seed, "cruise", recipe.seconds)
+
+
+def load_recipes(dataroot: Path) -> list[SceneRecipe]:
+    """The recipes stored in a synthetic dataroot."""
+    path = Path(dataroot) / RECIPE_FILE
+    if not path.exists():
+        raise DataError(f"{path} not found: {dataroot} is not a drivesim synthetic dataroot (no recipe to re-simulate)")
+    with open(path) as f:
+        data = json.load(f)
+    return [SceneRecipe(**s) for s in data["scenes"]]
+
+
+def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a synthetic dataroot to `out`; returns a report (sizes, counts, timings)."""
+    from drivesim.synth import camera_frames  # jax is imported only when rendering
+    from drivesim.synth.rig import nuscenes_rig
+    from drivesim.synth.writer import NuScenesWriter, directory_size
+
+    cfg.validate()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    tmp = out.parent / f".{out.name}.tmp-{int(time.time() * 1000)}"
+    tmp.mkdir(parents=True)
+    t_start = time.perf_counter()
+    timings = {"simulate": 0.0, "render": 0.0, "encode": 0.0, "tables": 0.0, "maps": 0.0}
+    try:
+        recipes = scene_recipes(cfg)
+        rig = nuscenes_rig(cfg.image_width)
+        writer = NuScenesWriter(tmp, cfg.version)
+        for folder in ("samples", "sweeps"):
+            for cam in rig:
+                (tmp / folder / cam.channel).mkdir(parents=True, exist_ok=True)
+        n_images = 0
+        with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(2) as pool:
+            task = bar.add_task("synth", total=len(recipes)) if bar else None
+            pending = []
+            for i, recipe in enumerate(recipes):
+                t0 = time.perf_counter()
+                record = simulate(plan_for(recipe))
+                timings["simulate"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                frames = writer.add_scene(
+                    i, recipe.name, _describe(recipe, record), record, rig, recipe.start_us, cfg.camera_hz,
+                    cfg.annotation_range,
+                )  # fmt: skip
+                timings["tables"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                images = camera_frames.render_scene(record, rig, [f.time for f in frames], [f.channel for f in frames])
+                timings["render"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for done in pending:
+                    done.result()
+                pending = [
+                    pool.submit(_write_jpegs, tmp, frames[j::2], images[j::2], cfg.jpeg_quality) for j in range(2)
+                ]
+                timings["encode"] += time.perf_counter() - t0
+                n_images += len(frames)
+                if bar:
+                    bar.update(task, advance=1, description=f"synth {recipe.name} ({recipe.scenario})")
+            t0 = time.perf_counter()
+            for done in pending:
+                done.result()
+            timings["encode"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for loc in sorted({r.location for r in recipes}):
+            smap = synth_map(loc, cfg.seed)
+            writer.write_map(smap, camera_frames.map_mask(smap))
+        timings["maps"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer.finish()
+        with open(tmp / RECIPE_FILE, "w") as f:
+            json.dump(
+                {"config": dataclasses.asdict(cfg), "scenes": [dataclasses.asdict(r) for r in recipes]}, f, indent=1
+            )
+        timings["tables"] += time.perf_counter() - t0
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "dataroot": str(out),
+        "version": cfg.version,
+        "scenes": len(recipes),
+        "images": n_images,
+        "bytes": directory_size(out),
+        "seconds": time.perf_counter() - t_start,
+        "timings": timings,
+    }
+
+
+def _describe(recipe: SceneRecipe, record: SceneRecord) -> str:
+    kinds = [s.kind for s in record.specs]
+    return (
+        f"drivesim synthetic scene, {recipe.scenario.replace('_', ' ')}; "
+        f"{kinds.count('vehicle')} vehicles, {kinds.count('pedestrian')} pedestrians, seed {recipe.seed}"
+    )
+
+
+def _write_jpegs(root: Path, frames, images, quality: int) -> None:
+    for frame, img in zip(frames, images, strict=True):
+        Image.fromarray(np.asarray(img)).save(root / frame.filename, quality=quality)
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
