@@ -336,9 +336,7 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
             lane_width=lane_width,
             shoulder=shoulder,
             sidewalk=float(rng.uniform(2.5, 4.0)),
-            speed_limit=float(rng.choice([8.3, 11.1, 13.9]))
-            if lanes_per_dir == 2
-            else float(rng.choice([8.3, 11.1])),
+            speed_limit=float(rng.choice([8.3, 11.1, 13.9])) if lanes_per_dir == 2 else float(rng.choice([8.3, 11.1])),
             forward_lanes=[],
             backward_lanes=[],
         )
@@ -473,9 +471,7 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
                 pairs = _lane_pairs(turn, len(ins), len(outs), right_hand)
                 for i, o in pairs:
                     src, dst = lanes[ins[i]], lanes[outs[o]]
-                    pieces = connector_path(
-                        src.pieces[-1].end, (dst.pieces[0].x, dst.pieces[0].y, dst.pieces[0].yaw)
-                    )
+                    pieces = connector_path(src.pieces[-1].end, (dst.pieces[0].x, dst.pieces[0].y, dst.pieces[0].yaw))
                     speed = min(src.speed_limit, dst.speed_limit)
                     con = Lane(len(lanes), pieces, src.width, True, -1, node.index, speed, turn=turn)
                     con.predecessors = [src.index]
@@ -546,18 +542,15 @@ def generate_map(location: str, seed: int, cfg: MapConfig = MapConfig()) -> Synt
             a = mid.offset(-road.half_width(-1) - road.sidewalk / 2)
             b = mid.offset(road.half_width(1) + road.sidewalk / 2)
             crossings.append(
-                Crossing(
-                    len(crossings), road.index, node_id, poly, np.array([[a.x, a.y], [b.x, b.y]]), mid.yaw
-                )
+                Crossing(len(crossings), road.index, node_id, poly, np.array([[a.x, a.y], [b.x, b.y]]), mid.yaw)
             )
             incoming = road.forward_lanes if end == 1 else road.backward_lanes
             for lid in incoming:
                 lane = lanes[lid]
-                lane.stop_s = lane.length - crossing_width - 2.0
+                # set back, so that long vehicles turning in front have room to swing
+                lane.stop_s = lane.length - crossing_width - 4.0
                 p = trim_path(lane.pieces, lane.stop_s + 0.5, lane.stop_s + 1.0)
-                stop_lines.append(
-                    StopLine(lid, _strip(p, -lane.width / 2, lane.width / 2, 0.5), crossings[-1].index)
-                )
+                stop_lines.append(StopLine(lid, _strip(p, -lane.width / 2, lane.width / 2, 0.5), crossings[-1].index))
 
     # Where lanes and connectors enter crossings (vehicles yield to pedestrians there).
     for lane in lanes:

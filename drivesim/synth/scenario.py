@@ -98,6 +98,9 @@ def make_plan(smap: SynthMap, seed: int, scenario: str, duration: float = 20.0) 
                 clear = False
             if clear and float(np.hypot(*(p - ego_xy))) < 200.0:
                 spec = random_vehicle(rng, uid, ln.index, s, smap, int(rng.integers(1 << 30)))
+                if ln.stop_s is not None:  # able to stop comfortably at the lane's stop line
+                    room = max(ln.stop_s - s - spec.size[0], 0.0)
+                    spec = _replace(spec, speed=min(spec.speed, math.sqrt(2.0 * 2.0 * room)))
                 agents.append(spec)
                 uid += 1
                 s += spec.size[0]
@@ -123,9 +126,7 @@ def make_plan(smap: SynthMap, seed: int, scenario: str, duration: float = 20.0) 
         uid += 1
 
     # Parked cars and a few traffic cones / barriers on shoulders.
-    spots = [
-        p for road in smap.roads for p in road.parking if math.hypot(p[0] - ego_xy[0], p[1] - ego_xy[1]) < 160
-    ]
+    spots = [p for road in smap.roads for p in road.parking if math.hypot(p[0] - ego_xy[0], p[1] - ego_xy[1]) < 160]
     occupancy = float(rng.uniform(0.15, 0.45))
     cone_run = int(rng.integers(0, 3))
     for x, y, yaw in spots:
@@ -139,9 +140,7 @@ def make_plan(smap: SynthMap, seed: int, scenario: str, duration: float = 20.0) 
             )
             if cat == "vehicle.truck":
                 size = (float(rng.uniform(6.0, 7.5)), 2.3, float(rng.uniform(2.6, 3.2)))
-            agents.append(
-                _static(uid, cat, size, (x, y, yaw + (math.pi if rng.uniform() < 0.2 else 0.0)), seed)
-            )
+            agents.append(_static(uid, cat, size, (x, y, yaw + (math.pi if rng.uniform() < 0.2 else 0.0)), seed))
             uid += 1
         elif u > 0.97 and cone_run > 0:
             cone_run -= 1
@@ -237,9 +236,7 @@ def _pedestrian_path(smap: SynthMap, rng, sidewalks) -> np.ndarray:
     # start within 25 m of the end most of the time, so that crossings happen within a scene
     length = len(xy)
     start = (
-        int(rng.integers(max(0, length - 30), length - 1))
-        if rng.uniform() < 0.7
-        else int(rng.integers(0, length - 1))
+        int(rng.integers(max(0, length - 30), length - 1)) if rng.uniform() < 0.7 else int(rng.integers(0, length - 1))
     )
     path = [xy[start:]]
     if crossing >= 0 and rng.uniform() < 0.75:
@@ -257,9 +254,7 @@ def _pedestrian_path(smap: SynthMap, rng, sidewalks) -> np.ndarray:
     # Each pedestrian keeps to its own line across the sidewalk, so that they pass each other.
     half = max(0.5 * smap.roads[sw.road].sidewalk - 0.7, 0.0)
     if half > 0 and len(pts) > 1:
-        shifted = LineString(pts).offset_curve(
-            float(rng.uniform(-half, half)), join_style="mitre", mitre_limit=3.0
-        )
+        shifted = LineString(pts).offset_curve(float(rng.uniform(-half, half)), join_style="mitre", mitre_limit=3.0)
         if isinstance(shifted, LineString) and shifted.length > 0.5 * LineString(pts).length:
             pts = np.asarray(shifted.coords)
     return pts

@@ -355,7 +355,7 @@ class Traffic:
                 crossings.append((offset + s_enter, c))
             if lane.is_connector:
                 prev = self.map.lanes[lanes[j - 1]] if j > 0 else None
-                stop = offset - 0.3
+                stop = offset - 5.0  # no stop line (a bend): wait back from the curve
                 if prev is not None and prev.stop_s is not None:
                     stop = offset - prev.length + prev.stop_s
                 stops.append((stop, lane_id2, offset))
@@ -843,11 +843,14 @@ class Traffic:
                     d = stop - s_front
                     is_head = d < leader_gap[m] + 0.5 and ped_gap[m] > d + 8.0
                     v = self.v[k]
+                    # Too close to stop comfortably (amber) / at all (red): carry on through.
                     committed = (v > 2.0 and d < v * v / (2 * 3.5) + 1.0) or d < -0.5
                     node = self.map.nodes[lanes[conn].node]
-                    if node.is_intersection and d < 60.0 and not committed:
+                    if node.is_intersection and d < 60.0:
                         light = node.signal(lanes[lanes[conn].predecessors[0]].road, self.signal_time)
-                        if light != 0:  # red, or amber with room to stop
+                        if light == 2:
+                            committed = (v > 2.0 and d < v * v / (2 * 0.8 * MAX_DECEL)) or d < -0.5
+                        if light != 0 and not committed:
                             stop_gap[m] = d
                             self.head_since[k] = np.inf
                             break
@@ -863,8 +866,8 @@ class Traffic:
         # starve them.
         claimed = set(held)
         for order, _since, _uid, m, conn, d in queue:
-            if order == 0:  # committed: only a vehicle already inside can stop it
-                blocked = d > 0 and any(c in held for c in lanes[conn].conflicts)
+            if order == 0:  # committed: only a vehicle inside or committed before it can stop it
+                blocked = d > 0 and any(c in claimed for c in lanes[conn].conflicts)
             else:
                 blocked = any(c in claimed for c in lanes[conn].conflicts)
             if blocked:

@@ -75,6 +75,8 @@ class EgoCommand:
 
 Edit = RemoveAgent | InsertAgent | MoveAgent | SetSpeed | EgoTrajectory | EgoCommand
 
+INSERTED_UID_BASE = 1_000_000
+
 DEFAULT_SIZES = {
     "vehicle.car": (4.5, 1.85, 1.55),
     "vehicle.truck": (7.5, 2.4, 3.1),
@@ -199,7 +201,6 @@ def apply_edits(world: Traffic, edits) -> None:
             world.set_speed(edit.uid, edit.speed)
         elif isinstance(edit, InsertAgent):
             world.add(_inserted_spec(world, edit))
-            world.next_uid += 1
         elif isinstance(edit, EgoTrajectory):
             poses = np.asarray(edit.poses, dtype=np.float64).reshape(-1, 3)
             if not np.all(np.isfinite(poses)):
@@ -215,7 +216,9 @@ def _inserted_spec(world: Traffic, edit: InsertAgent) -> AgentSpec:
     size = edit.size or DEFAULT_SIZES.get(edit.category)
     if size is None:
         raise ValueError(f"InsertAgent: give a size for category {edit.category!r}")
-    uid = world.next_uid
+    # Inserted agents take ids from their own range, so that the ids (and so the random streams)
+    # of the traffic that enters later are the same as without the edit.
+    uid = INSERTED_UID_BASE + sum(spec.uid >= INSERTED_UID_BASE for spec in world.specs)
     seed = world.plan.seed
     if edit.behaviour == "static" or edit.category.startswith(("movable_object", "static_object")):
         return AgentSpec(uid, "static", edit.category, size, seed, pose=(edit.x, edit.y, edit.yaw))

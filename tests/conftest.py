@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny synthetic nuScenes dataroot, generated once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests run on the CPU with deterministic, quiet XLA.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+TINY = dict(scenes=3, seconds=8.0, seed=3, image_width=64, camera_hz=4, version="v1.0-mini")
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from drivesim.synth.dataset import SynthConfig
+
+    return SynthConfig(**TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataroot(tmp_path_factory, tiny_config):
+    """A 3-scene, 8 s synthetic dataroot with 64 px images and 4 Hz cameras."""
+    from drivesim.synth.dataset import generate
+
+    root = tmp_path_factory.mktemp("synthetic") / "tiny"
+    generate(tiny_config, root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_nusc(tiny_dataroot, tiny_config):
+    from drivesim.data.dataroot import open_nuscenes
+
+    return open_nuscenes(tiny_dataroot, tiny_config.version)
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tiny_dataroot):
+    """The ground-truth SceneRecord of each scene of the tiny set, re-simulated from its recipe."""
+    from drivesim.synth.dataset import load_recipes, plan_for
+    from drivesim.synth.world import simulate
+
+    return {r.name: simulate(plan_for(r)) for r in load_recipes(tiny_dataroot)}
