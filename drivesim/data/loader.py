@@ -32,6 +32,11 @@ from drivesim.data.types import (
 from drivesim.errors import DataError
 
 
+# Lane markings are painted this wide (m) in the map raster, so that sampling the raster at the
+# default 0.5 m occupancy resolution never misses a diagonal line (> 0.5 * sqrt(2)).
+MARKING_WIDTH = 0.75
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadConfig:
     """How scenes become padded `Log` arrays. Logs loaded with one config share their shapes."""
@@ -166,7 +171,8 @@ def _ego_track(nusc, scene, samples, start_us, grid, in_scene) -> EgoTrack:
         gvel = np.stack([np.interp(grid, t, vel[:, 0]), np.interp(grid, t, vel[:, 1])], axis=1)
     else:
         gvel = np.zeros_like(gx)
-    valid = in_scene & (grid >= t[0] - 1e-6)
+    # Sensors fire a few tens of ms around the sample time: hold the first/last pose that long.
+    valid = in_scene & (grid >= t[0] - 0.1) & (grid <= t[-1] + 0.1)
     return EgoTrack(
         xy=np.where(valid[:, None], gx, 0.0).astype(np.float32),
         yaw=np.where(valid, gyaw, 0.0).astype(np.float32),
@@ -269,7 +275,7 @@ def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[
     geoms = index.crop(bounds)
     raster = rasterize_map(
         geoms["drivable_area"], geoms["walkway"], geoms["ped_crossing"], geoms["markings"],
-        origin, cfg.raster_size, cfg.raster_resolution,
+        origin, cfg.raster_size, cfg.raster_resolution, marking_width=MARKING_WIDTH,
     )  # fmt: skip
     # Lane segments: cut each lane into pieces of at most lane_segment_length, resampled uniformly.
     segs, seg_of_lane = [], {}

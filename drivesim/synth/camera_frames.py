@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -47,9 +46,16 @@ def appearance(category: str, uid: int) -> tuple[tuple[float, float, float], int
     return (0.2, 0.3, 0.25), STYLE_PLAIN
 
 
-@functools.lru_cache(maxsize=4)
+_TEXTURES: dict[tuple[str, int], GroundTexture] = {}
+
+
 def _texture(smap: SynthMap) -> GroundTexture:
-    return ground_texture(smap)
+    key = (smap.location, smap.seed)
+    if key not in _TEXTURES:
+        if len(_TEXTURES) >= 4:
+            _TEXTURES.pop(next(iter(_TEXTURES)))
+        _TEXTURES[key] = ground_texture(smap)
+    return _TEXTURES[key]
 
 
 def map_mask(smap: SynthMap) -> np.ndarray:
@@ -102,7 +108,9 @@ def camera_poses(record: SceneRecord, cams: list[Camera], times) -> tuple[np.nda
 
 def render_scene(record: SceneRecord, rig: tuple[Camera, ...], times: list[float], channels: list[str]) -> np.ndarray:
     """(N, H, W, 3) uint8 images of the given (time, channel) frames of a scene."""
-    from drivesim.synth.render import render_images, select_boxes
+    import jax.numpy as jnp
+
+    from drivesim.synth.render import horizontal_fov, render_images, select_boxes
 
     by_channel = {cam.channel: cam for cam in rig}
     cams = [by_channel[ch] for ch in channels]
@@ -113,17 +121,33 @@ def render_scene(record: SceneRecord, rig: tuple[Camera, ...], times: list[float
     styles = np.zeros((n, MAX_BOXES), np.int32)
     valid = np.zeros((n, MAX_BOXES), bool)
     scene_boxes = SceneBoxes(record)
+    w, h = rig[0].width, rig[0].height
+    # the cone each camera keeps boxes in: its field of view plus a margin
+    fov = {cam.channel: float(horizontal_fov(cam.intrinsics, w)) + 10.0 for cam in rig}
     for i, t in enumerate(times):
         all_boxes, all_colors, all_styles = scene_boxes.at(t)
         boxes[i], colors[i], styles[i], valid[i] = select_boxes(
-            pos[i], rot[i][:, 2], all_boxes, all_colors, all_styles, MAX_BOXES
+            pos[i], rot[i][:, 2], all_boxes, all_colors, all_styles, MAX_BOXES, fov_deg=fov[channels[i]]
         )
-    tex = _texture(record.plan.map)
+    surface = _device_surface(record.plan.map)
     intr = np.stack([c.intrinsics for c in cams]).astype(np.float32)
-    w, h = rig[0].width, rig[0].height
     return np.asarray(
         render_images(
-            tex.surface, tex.resolution, SURFACE_COLORS, intr, rot.astype(np.float32), pos.astype(np.float32),
-            boxes, colors, styles, valid, width=w, height=h,
+            surface, _texture(record.plan.map).resolution, jnp.asarray(SURFACE_COLORS), intr,
+            rot.astype(np.float32), pos.astype(np.float32), boxes, colors, styles, valid, width=w, height=h,
         )
     )  # fmt: skip
+
+
+_DEVICE_SURFACES: dict = {}
+
+
+def _device_surface(smap: SynthMap):
+    """The ground texture as a device array (copied to the device once per map)."""
+    import jax.numpy as jnp
+
+    key = (smap.location, smap.seed)
+    if key not in _DEVICE_SURFACES:
+        _DEVICE_SURFACES.clear()
+        _DEVICE_SURFACES[key] = jnp.asarray(_texture(smap).surface)
+    return _DEVICE_SURFACES[key]

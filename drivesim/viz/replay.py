@@ -91,8 +91,6 @@ def compose_frame(cameras: np.ndarray, bev: Image.Image, title: str, cam_width: 
     for r, row in enumerate(LAYOUT):
         for c, ch in enumerate(row):
             img = Image.fromarray(cameras[order[ch]]).resize((cam_width, cam_h), Image.BILINEAR)
-            if r == 1:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)  # rear views mirrored, as in a rear-view mirror
             canvas.paste(img, (c * cam_width, title_h + r * cam_h))
             draw.text((c * cam_width + 4, title_h + r * cam_h + 2), ch.replace("CAM_", ""), fill=(255, 255, 0))
     canvas.paste(bev.resize((bev_size, bev_size), Image.NEAREST), (3 * cam_width, title_h))
