@@ -104,8 +104,7 @@ _WORKER: dict = {}
 def _init_worker(dataroot, version):
     from drivesim.data.dataroot import open_nuscenes
 
-    if "nusc" not in _WORKER:  # with fork the parent's tables are inherited
-        _WORKER["nusc"] = open_nuscenes(dataroot, version)
+    _WORKER["nusc"] = open_nuscenes(dataroot, version)
 
 
 def _build_scene(args) -> tuple[str, int, float]:
@@ -166,7 +165,8 @@ def build_cache(
         bar = _progress(progress, "cache", len(todo))
         try:
             if workers > 1 and len(todo) > 1:
-                ctx = mp.get_context("fork")
+                # spawn, not fork: a forked child of a process that has started XLA can deadlock
+                ctx = mp.get_context("spawn")
                 with ctx.Pool(
                     min(workers, len(todo)), initializer=_init_worker, initargs=(str(dataroot), version)
                 ) as pool:
