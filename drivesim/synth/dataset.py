@@ -155,10 +155,14 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
             for cam in rig:
                 (tmp / folder / cam.channel).mkdir(parents=True, exist_ok=True)
         n_images = 0
+        (tmp / "maps").mkdir()
         with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(2) as pool:
             task = bar.add_task("synth", total=len(recipes)) if bar else None
-            pending = []
+            pending, map_jobs = [], {}
             for i, recipe in enumerate(recipes):
+                if recipe.location not in map_jobs:  # written in the background while rendering
+                    smap = synth_map(recipe.location, recipe.map_seed)
+                    map_jobs[recipe.location] = pool.submit(writer.write_map_files, smap, camera_frames.map_mask(smap))
                 t0 = time.perf_counter()
                 record = simulate(plan_for(recipe))
                 timings["simulate"] += time.perf_counter() - t0
@@ -185,11 +189,11 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
             for done in pending:
                 done.result()
             timings["encode"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for loc in sorted({r.location for r in recipes}):
-            smap = synth_map(loc, cfg.seed)
-            writer.write_map(smap, camera_frames.map_mask(smap))
-        timings["maps"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for loc, job in sorted(map_jobs.items()):
+                job.result()
+                writer.add_map_record(synth_map(loc, cfg.seed))
+            timings["maps"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         writer.finish()
         with open(tmp / RECIPE_FILE, "w") as f:

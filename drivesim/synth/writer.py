@@ -255,22 +255,26 @@ class NuScenesWriter:
             )
 
     # ------------------------------------------------------------------ maps + finish
-    def write_map(self, smap: SynthMap, mask: np.ndarray) -> None:
-        """The map expansion JSON and the map table's semantic-prior mask (10 px/m PNG)."""
+    def write_map_files(self, smap: SynthMap, mask: np.ndarray) -> None:
+        """The map expansion JSON and the semantic-prior mask (10 px/m PNG) of a location.
+
+        Thread-safe (it only writes files), so it can run while scenes are being rendered.
+        """
         exp_dir = self.root / "maps" / "expansion"
         exp_dir.mkdir(parents=True, exist_ok=True)
         with open(exp_dir / f"{smap.location}.json", "w") as f:
             json.dump(map_expansion(smap), f, separators=(",", ":"))
-        map_token = token("map", smap.location, smap.seed)
-        filename = f"maps/{map_token}.png"
         # The devkit's MapMask puts image row 0 at the north edge of the map.
-        Image.fromarray(mask[::-1]).save(self.root / filename, optimize=False, compress_level=1)
+        Image.fromarray(mask[::-1]).save(self.root / _mask_filename(smap), optimize=False, compress_level=1)
+
+    def add_map_record(self, smap: SynthMap) -> None:
+        """The map table row of a location (after all its scenes were added)."""
         self.tables["map"].append(
             {
-                "token": map_token,
+                "token": token("map", smap.location, smap.seed),
                 "log_tokens": self.map_logs.get(smap.location, []),
                 "category": "semantic_prior",
-                "filename": filename,
+                "filename": _mask_filename(smap),
             }
         )
 
@@ -281,6 +285,10 @@ class NuScenesWriter:
         for name in TABLES:
             with open(table_dir / f"{name}.json", "w") as f:
                 json.dump(self.tables[name], f, indent=0, separators=(",", ":"))
+
+
+def _mask_filename(smap: SynthMap) -> str:
+    return f"maps/{token('map', smap.location, smap.seed)}.png"
 
 
 def _visibility(distance: float) -> str:
