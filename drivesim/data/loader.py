@@ -265,22 +265,39 @@ def _agents(nusc, samples, sample_t, grid, in_scene, ego: EgoTrack, cfg: LoadCon
     return AgentTracks(**out), tuple(tokens), tuple(cats), total
 
 
-def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[MapData, int]:
-    """Lane segments and the semantic raster around the ego's path."""
-    index = map_index(str(dataroot), location)
+def map_bounds(ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Raster origin (2,) and (xmin, ymin, xmax, ymax) of the square map crop around an ego path (N, 2)."""
     center = (ego_xy.min(axis=0) + ego_xy.max(axis=0)) / 2 if len(ego_xy) else np.zeros(2)
     half = cfg.raster_size * cfg.raster_resolution / 2
-    origin = center - half
-    bounds = (origin[0], origin[1], origin[0] + 2 * half, origin[1] + 2 * half)
-    geoms = index.crop(bounds)
+    # snapped to a 4 m grid, so that slightly different paths (e.g. poses from different sensors)
+    # give the same cells
+    origin = np.round((center - half) / 4.0) * 4.0
+    return origin, (origin[0], origin[1], origin[0] + 2 * half, origin[1] + 2 * half)
+
+
+def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[MapData, int]:
+    """Lane segments and the semantic raster around the ego's path, from the map expansion."""
+    index = map_index(str(dataroot), location)
+    origin, bounds = map_bounds(ego_xy, cfg)
+    lanes = {tok: index.lane_poses[tok][:, :2] for tok in index.lanes_in(bounds)}
+    return build_map_data(index.crop(bounds), lanes, index.connectivity, index.connector, origin, ego_xy, cfg)
+
+
+def build_map_data(geoms: dict, lanes: dict, connectivity: dict, connectors: set, origin, ego_xy, cfg: LoadConfig):
+    """`MapData` from map geometry cropped around the ego path.
+
+    geoms: shapely geometries per layer ("drivable_area", "walkway", "ped_crossing" polygons,
+    "markings" lines); lanes: token -> (N, 2) centreline, in driving direction; connectivity:
+    token -> {"incoming": [...], "outgoing": [...]}; connectors: tokens of lane connectors.
+    Returns the MapData and the number of lane segments before truncation.
+    """
     raster = rasterize_map(
         geoms["drivable_area"], geoms["walkway"], geoms["ped_crossing"], geoms["markings"],
         origin, cfg.raster_size, cfg.raster_resolution, marking_width=MARKING_WIDTH,
     )  # fmt: skip
     # Lane segments: cut each lane into pieces of at most lane_segment_length, resampled uniformly.
     segs, seg_of_lane = [], {}
-    for tok in index.lanes_in(bounds):
-        poses = index.lane_poses[tok][:, :2]
+    for tok, poses in lanes.items():
         poses = poses[np.concatenate([[True], np.hypot(*np.diff(poses, axis=0).T) > 1e-6])]
         if len(poses) < 2:
             continue
@@ -313,11 +330,11 @@ def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[
         if direction > 0:
             if j + 1 < len(ids):
                 return [ids[j + 1]]
-            nxt = index.connectivity.get(tok, {}).get("outgoing", [])
+            nxt = connectivity.get(tok, {}).get("outgoing", [])
             return [seg_of_lane[n][0] for n in nxt if n in seg_of_lane]
         if j > 0:
             return [ids[j - 1]]
-        prv = index.connectivity.get(tok, {}).get("incoming", [])
+        prv = connectivity.get(tok, {}).get("incoming", [])
         return [seg_of_lane[n][-1] for n in prv if n in seg_of_lane]
 
     for old in keep:
@@ -325,7 +342,7 @@ def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[
         tok, j, pts = segs[old]
         lane_xy[i] = pts
         lane_valid[i] = True
-        is_conn[i] = tok in index.connector
+        is_conn[i] = tok in connectors
         for arr, direction in ((succ, 1), (pred, -1)):
             nb = [new_id[n] for n in neighbours(tok, j, direction) if n in new_id][:S]
             arr[i, : len(nb)] = nb
@@ -337,7 +354,7 @@ def _map(dataroot, location: str, ego_xy: np.ndarray, cfg: LoadConfig) -> tuple[
             lane_predecessors=pred,
             lane_is_connector=is_conn,
             raster=raster,
-            raster_origin=origin.astype(np.float32),
+            raster_origin=np.asarray(origin, np.float32),
             raster_resolution=np.float32(cfg.raster_resolution),
         ),
         total,
