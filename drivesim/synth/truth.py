@@ -94,7 +94,7 @@ def record_log(
     # agents: present at both neighbouring 10 Hz steps (as `SceneRecord.agents_at`), within range
     ego_center = pose[:, :2] + 1.3 * np.stack([np.cos(pose[:, 2]), np.sin(pose[:, 2])], axis=1)
     rows = []
-    for a, spec in enumerate(record.specs):
+    for a in range(len(record.specs)):
         xy = np.zeros((T, 2))
         yaw = np.zeros(T)
         valid = np.zeros(T, bool)
