@@ -152,3 +152,49 @@ def test_log_is_a_pytree_that_jits(loaded):
     assert math.isfinite(float(f(log)))
     assert len(jax.tree_util.tree_leaves(log)) >= 15
     _ = load_recipes, synth_map  # re-simulation helpers are exercised in tests/synth
+
+
+def test_lidar_top_is_the_pose_reference_when_present(tmp_path, tiny_dataroot, tiny_records, tiny_config):
+    """Real nuScenes records ego poses with LIDAR_TOP at the sample times; the loader prefers them."""
+    import json
+    import shutil
+
+    from drivesim.data.dataroot import open_nuscenes
+    from drivesim.synth.map_expansion import token as tok
+    from drivesim.synth.writer import yaw_quaternion
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_dataroot, root, ignore=shutil.ignore_patterns("sweeps", "samples"))
+    tables = root / tiny_config.version
+    load = lambda name: json.loads((tables / f"{name}.json").read_text())  # noqa: E731
+    sensor, calib, sd, poses = load("sensor"), load("calibrated_sensor"), load("sample_data"), load("ego_pose")
+    scenes, samples = load("scene"), {s["token"]: s for s in load("sample")}
+    sensor.append({"token": tok("sensor", "LIDAR_TOP"), "channel": "LIDAR_TOP", "modality": "lidar"})
+    for scene in scenes:
+        rec = tiny_records[scene["name"]]
+        cs = tok("calibrated_sensor", scene["token"], "LIDAR_TOP")
+        calib.append({"token": cs, "sensor_token": sensor[-1]["token"], "translation": [0.94, 0.0, 1.84],
+                      "rotation": [0.707, 0.0, 0.0, -0.707], "camera_intrinsic": []})  # fmt: skip
+        s, chain, t0 = samples[scene["first_sample_token"]], [], samples[scene["first_sample_token"]]["timestamp"]
+        while True:
+            chain.append(s)
+            if not s["next"]:
+                break
+            s = samples[s["next"]]
+        toks = [tok("lidar", s["token"]) for s in chain]
+        for i, s in enumerate(chain):
+            x, y, yaw = rec.ego_pose_at(np.array((s["timestamp"] - t0) * 1e-6))
+            poses.append({"token": toks[i] + "p", "timestamp": s["timestamp"], "rotation": yaw_quaternion(float(yaw)),
+                          "translation": [float(x), float(y), 0.0]})  # fmt: skip
+            sd.append({"token": toks[i], "sample_token": s["token"], "ego_pose_token": toks[i] + "p",
+                       "calibrated_sensor_token": cs, "timestamp": s["timestamp"], "fileformat": "pcd",
+                       "is_key_frame": True, "height": 0, "width": 0, "filename": f"samples/LIDAR_TOP/{toks[i]}.pcd.bin",
+                       "prev": toks[i - 1] if i else "", "next": toks[i + 1] if i + 1 < len(chain) else ""})  # fmt: skip
+    for name, rows in (("sensor", sensor), ("calibrated_sensor", calib), ("sample_data", sd), ("ego_pose", poses)):
+        (tables / f"{name}.json").write_text(json.dumps(rows))
+    nusc = open_nuscenes(root, tiny_config.version)
+    scene = nusc.scene[0]
+    log, _ = load_log(nusc, scene["name"])
+    rec = tiny_records[scene["name"]]
+    steps = np.round(np.asarray(log.time) / 0.1).astype(int)
+    assert np.allclose(log.ego.xy, rec.ego_rear[steps], atol=1e-4)  # exact at every keyframe now
