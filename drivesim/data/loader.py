@@ -243,15 +243,7 @@ def _agents(nusc, samples, sample_t, grid, in_scene, ego: EgoTrack, cfg: LoadCon
     total = len(rows)
     rows = rows[: cfg.max_agents]
     A, T = cfg.max_agents, len(grid)
-    out = {
-        "xy": np.zeros((A, T, 2), np.float32),
-        "z": np.zeros((A, T), np.float32),
-        "yaw": np.zeros((A, T), np.float32),
-        "velocity": np.zeros((A, T, 2), np.float32),
-        "size": np.zeros((A, 3), np.float32),
-        "category": np.zeros(A, np.int32),
-        "valid": np.zeros((A, T), bool),
-    }
+    out = AgentTracks.zeros(A, T)
     tokens, cats = [""] * A, [""] * A
     for a, (_d, inst, tr, valid, xyz, yaw, vel) in enumerate(rows):
         out["xy"][a] = np.where(valid[:, None], xyz[:, :2], 0.0)

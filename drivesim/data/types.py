@@ -80,6 +80,20 @@ class AgentTracks:
     def num_agents(self) -> int:
         return self.valid.shape[-2]
 
+    @staticmethod
+    def zeros(num_agents: int, num_steps: int) -> dict[str, np.ndarray]:
+        """Host arrays of an empty (all-invalid) track set, to be filled and passed to the constructor."""
+        A, T = num_agents, num_steps
+        return {
+            "xy": np.zeros((A, T, 2), np.float32),
+            "z": np.zeros((A, T), np.float32),
+            "yaw": np.zeros((A, T), np.float32),
+            "velocity": np.zeros((A, T, 2), np.float32),
+            "size": np.zeros((A, 3), np.float32),
+            "category": np.zeros(A, np.int32),
+            "valid": np.zeros((A, T), bool),
+        }
+
 
 @struct.dataclass
 class MapData:

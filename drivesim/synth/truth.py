@@ -120,15 +120,7 @@ def record_log(
     rows.sort(key=lambda r: (r[0], r[1]))
     rows = rows[: cfg.max_agents]
     A = cfg.max_agents
-    out = {
-        "xy": np.zeros((A, T, 2), np.float32),
-        "z": np.zeros((A, T), np.float32),
-        "yaw": np.zeros((A, T), np.float32),
-        "velocity": np.zeros((A, T, 2), np.float32),
-        "size": np.zeros((A, 3), np.float32),
-        "category": np.zeros(A, np.int32),
-        "valid": np.zeros((A, T), bool),
-    }
+    out = AgentTracks.zeros(A, T)
     uids = [-1] * A
     for j, (_d, a, xy, yaw, v, valid) in enumerate(rows):
         spec = record.specs[a]

@@ -17,27 +17,13 @@ import numpy as np
 from PIL import Image
 
 from drivesim.data.classes import NUSCENES_ATTRIBUTES, NUSCENES_CATEGORIES
+from drivesim.data.dataroot import TABLES
 from drivesim.data.types import CAMERA_CHANNELS
 from drivesim.synth.map_expansion import map_expansion, token
 from drivesim.synth.rig import Camera
 from drivesim.synth.roads import SynthMap
 from drivesim.synth.world import SceneRecord
 
-TABLES = (
-    "attribute",
-    "calibrated_sensor",
-    "category",
-    "ego_pose",
-    "instance",
-    "log",
-    "map",
-    "sample",
-    "sample_annotation",
-    "sample_data",
-    "scene",
-    "sensor",
-    "visibility",
-)
 KEYFRAME_HZ = 2
 # When each camera fires relative to the sample timestamp (microseconds): they sweep around the car.
 CAMERA_OFFSET_US = {
