@@ -101,6 +101,22 @@ def _scene_arrays(nusc, scene_name: str, cfg: CacheConfig) -> dict[str, np.ndarr
 _WORKER: dict = {}
 
 
+def _pool_context():
+    """Fork while this process has not started XLA (workers then share the parent's tables, which
+    matters for trainval's gigabytes of tables); otherwise spawn, since a forked child of a process
+    running XLA threads can deadlock, and each worker loads the tables itself."""
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized() or "fork" not in mp.get_all_start_methods():
+        return mp.get_context("spawn"), _init_worker
+    return mp.get_context("fork"), _keep_tables
+
+
+def _keep_tables(dataroot, version):
+    if "nusc" not in _WORKER:
+        _init_worker(dataroot, version)
+
+
 def _init_worker(dataroot, version):
     from drivesim.data.dataroot import open_nuscenes
 
@@ -165,10 +181,9 @@ def build_cache(
         bar = _progress(progress, "cache", len(todo))
         try:
             if workers > 1 and len(todo) > 1:
-                # spawn, not fork: a forked child of a process that has started XLA can deadlock
-                ctx = mp.get_context("spawn")
+                ctx, init = _pool_context()
                 with ctx.Pool(
-                    min(workers, len(todo)), initializer=_init_worker, initargs=(str(dataroot), version)
+                    min(workers, len(todo)), initializer=init, initargs=(str(dataroot), version)
                 ) as pool:
                     for name, _n, _dt in pool.imap_unordered(_build_scene, jobs):
                         done.add(name)
