@@ -7,6 +7,7 @@ traceback (set DRIVESIM_DEBUG=1 to see one). Outputs are written to temporary na
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -26,9 +27,11 @@ DEFAULT_VERSION = "v1.0-mini"
 
 
 def _console():
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    return Console(stderr=False, highlight=False, width=max(shutil.get_terminal_size((120, 40)).columns, 120))
 
 
 def _human_bytes(n: int) -> str:
@@ -188,6 +191,114 @@ def cmd_cache(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- bench
+def load_planners(names: str | None, module: str | None) -> dict:
+    """Built-in planners by comma-separated name (default: all), plus a user planner `pkg.mod:factory`."""
+    import importlib
+
+    from drivesim.planners.builtin import BUILTIN
+
+    planners = {}
+    wanted = list(BUILTIN) if not names else [n.strip() for n in names.split(",") if n.strip()]
+    if module and not names:
+        wanted = []
+    for n in wanted:
+        if n not in BUILTIN:
+            raise DrivesimError(f"unknown planner {n!r}; built-in planners: {', '.join(BUILTIN)}")
+        planners[n] = BUILTIN[n]
+    if module:
+        mod_name, _, attr = module.partition(":")
+        if not attr:
+            raise DrivesimError(f"--planner-module {module!r}: write it as package.module:factory")
+        try:
+            mod = importlib.import_module(mod_name)
+        except Exception as e:
+            raise DrivesimError(f"--planner-module: {mod_name} failed to import ({type(e).__name__}: {e})") from None
+        factory = getattr(mod, attr, None)
+        if factory is None:
+            raise DrivesimError(f"--planner-module: {mod_name} has no {attr!r}")
+        try:
+            planner = factory()
+        except Exception as e:
+            raise DrivesimError(f"--planner-module: {module}() failed ({type(e).__name__}: {e})") from None
+        planners[getattr(planner, "name", attr)] = planner
+    if not planners:
+        raise DrivesimError("no planner to benchmark; give --planners and/or --planner-module")
+    return planners
+
+
+def cmd_bench(args) -> int:
+    import jax
+    import numpy as np
+
+    from drivesim.data.dataroot import open_nuscenes
+    from drivesim.data.loader import load_log
+    from drivesim.metrics.benchmark import BenchConfig, run_benchmark, stack_logs
+    from drivesim.planners.base import check_planner
+    from drivesim.sim.engine import SimConfig, observe, reset
+    from drivesim.sim.scenarios import select_scenarios
+    from drivesim.viz import benchmark as report
+
+    if args.engine != "kinematic":
+        raise DrivesimError(f"--engine {args.engine}: only the kinematic (reference) engine exists so far")
+    planners = load_planners(args.planners, args.planner_module)
+    dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
+    if args.dataroot is None:
+        ensure_synthetic(dataroot, args.version, args.quiet)
+    horizon = int(round(args.horizon * 10))
+    if horizon < 10:
+        raise DrivesimError(f"--horizon {args.horizon}: use at least 1 s")
+    cfg = BenchConfig(
+        horizon=horizon, scenarios=args.scenarios, seed=args.seed, batch=args.batch,
+        sim=SimConfig(agents={"reactive": "idm", "log": "log"}[args.agents], replan_every=args.replan_every),
+    )  # fmt: skip
+    out = Path(args.out)
+    con = _console()
+    nusc = open_nuscenes(dataroot, args.version)
+    names = [s["name"] for s in nusc.scene]
+    durations = [(s["nbr_samples"] - 1) * 0.5 for s in nusc.scene]
+    steps = int(round(max(durations) * cfg.load.rate_hz)) + 1
+    load_cfg = dataclasses.replace(cfg.load, max_steps=steps)
+    logs = []
+    with _bar(args.quiet, "loading logs", len(names)) as tick:
+        for n in names:
+            logs.append(load_log(nusc, n, load_cfg)[0])
+            tick()
+    scenarios = select_scenarios(logs, names, horizon=horizon, history=cfg.history, stride=cfg.stride)
+    if not scenarios:
+        raise DrivesimError(
+            f"--horizon {args.horizon} s: no log is long enough (longest scene {max(durations):.1f} s, "
+            f"{cfg.history / 10:.0f} s of history needed); use a shorter horizon"
+        )
+    if cfg.scenarios and cfg.scenarios < len(scenarios):
+        pick = np.linspace(0, len(scenarios) - 1, cfg.scenarios).round().astype(int)
+        scenarios = [scenarios[i] for i in pick]
+    stacked = stack_logs(logs)
+    sample_obs = jax.eval_shape(
+        lambda lg: observe(reset(lg, scenarios[0].t0, None, cfg.sim), cfg.sim), logs[scenarios[0].log_index]
+    )
+    for p in planners.values():
+        try:
+            check_planner(p, sample_obs)
+        except (TypeError, ValueError) as e:
+            raise DrivesimError(str(e)) from None
+    con.print(f"benchmarking {len(planners)} planners on {len(scenarios)} scenarios of {len(names)} logs "
+              f"({args.horizon:g} s each, {args.agents} agents)")  # fmt: skip
+    total = len(planners) * len(scenarios)
+    with _bar(args.quiet, "bench", total) as tick:
+        results = run_benchmark(stacked, scenarios, planners, cfg, progress=lambda m, name: [tick() for _ in range(m)])
+    results["config"].update({"dataroot": str(dataroot), "version": args.version})
+    con.print(report.leaderboard(results))
+    for s in results["skipped"]:
+        print(f"skipped {s['scene']} t0={s['t0'] / 10:.1f}s: {s['reason']}", file=sys.stderr)
+    written = report.write_results(results, out)
+    kept = [sc for sc in scenarios if not any(k["scene"] == sc.scene and k["t0"] == sc.t0 for k in results["skipped"])]
+    written += [report.plot_metrics(results, out), report.plot_distribution(results, out),
+                report.plot_worst(results, stacked, kept, out)]  # fmt: skip
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     t0 = time.perf_counter()
@@ -253,6 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image-size", default="64x36", help="camera frames are stored at WxH")
     c.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     c.set_defaults(func=cmd_cache)
+
+    b = sub.add_parser("bench", help="closed-loop planner benchmark (PDMS, CLS) with confidence intervals")
+    data_args(b)
+    b.add_argument("--planners", default=None, help="comma-separated built-in planners (default: all)")
+    b.add_argument("--planner-module", default=None, help="your planner: package.module:factory")
+    b.add_argument("--engine", default="kinematic", choices=["kinematic", "world-model"])
+    b.add_argument("--agents", default="log", choices=["log", "reactive"], help="log replay or IDM agents")
+    b.add_argument("--scenarios", type=int, default=None, help="at most this many scenarios (default: all)")
+    b.add_argument("--horizon", type=float, default=8.0, help="seconds of closed loop per scenario")
+    b.add_argument("--replan-every", type=int, default=1, help="simulator steps (0.1 s) between planner calls")
+    b.add_argument("--batch", type=int, default=16, help="scenarios per compiled batch")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="out/bench", help="output folder")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job on the embedded synthetic data")
     d.add_argument("--out", default="out/demo", help="report folder")

@@ -1,0 +1,1 @@
+"""Planners: the protocol (`base`), the built-ins (`builtin`), and loading user planners."""

@@ -1,0 +1,276 @@
+"""Built-in planners, all pure JAX (they run inside the compiled closed loop).
+
+- `LogReplay` (expert): the logged ego future.
+- `ConstantVelocity`: straight ahead at the current speed.
+- `IdmPlanner`: follows the route centreline with an IDM speed profile behind the leader.
+- `PdmClosed`: PDM-Closed-like: IDM proposals at several target speeds x lateral offsets, the
+  other agents forecast at constant velocity, every proposal scored with the same metric
+  functions as the benchmark, the best one returned.
+- Weak variants so that rankings have spread: `DistractedIdm` (misses its leader now and then
+  and wanders in its lane) and `TimidIdm` (slow, with long gaps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from drivesim.data.types import EGO_SIZE
+from drivesim.metrics.pdms import MetricConfig, score, step_terms
+from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
+from drivesim.sim.paths import close_path, point_at, project
+from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
+
+HORIZON = 40  # 4 s at 10 Hz
+
+
+def _traj(xy, yaw, dt=SIM_DT) -> Trajectory:
+    return Trajectory(xy=xy, yaw=yaw, dt=dt)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogReplay:
+    """The expert: what the logged ego did next."""
+
+    name: str = "expert"
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        return _traj(obs.expert, obs.expert_yaw)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantVelocity:
+    """Straight ahead at the current speed."""
+
+    name: str = "constant_velocity"
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        t = (jnp.arange(self.horizon) + 1) * SIM_DT
+        xy = jnp.stack([obs.ego.speed * t, jnp.zeros_like(t)], axis=-1)
+        return _traj(xy, jnp.zeros_like(t))
+
+
+def route_in_ego_frame(obs: Observation) -> Route:
+    """The observation's route as a path in the ego frame."""
+    return close_path(obs.route, obs.route_valid)
+
+
+def agents_in_ego_frame(obs: Observation) -> AgentState:
+    ag = obs.agents
+    return ag.replace(xy=to_ego_frame(ag.xy, obs.ego.xy, obs.ego.yaw), yaw=wrap(ag.yaw - obs.ego.yaw))
+
+
+def leader_on_path(path: Route, s_ego, agents: AgentState, size, ego_length=EGO_SIZE[0], margin=0.3, offset=0.0):
+    """Gap (m) to, and speed along the path of, the nearest agent ahead in the corridor.
+
+    Everything in one frame; `s_ego` is the ego's rear-axle arc length on the path. inf if none.
+    """
+    s, lat = jax.vmap(lambda p: project(path, p))(agents.xy)
+    _, heading = jax.vmap(lambda si: point_at(path, si))(s)
+    rel = agents.yaw - heading
+    c, sn = jnp.abs(jnp.cos(rel)), jnp.abs(jnp.sin(rel))
+    along = 0.5 * size[:, 0] * c + 0.5 * size[:, 1] * sn
+    across = 0.5 * size[:, 1] * c + 0.5 * size[:, 0] * sn
+    inside = jnp.abs(lat - offset) < 0.5 * EGO_SIZE[1] + across + margin
+    front = s_ego + 1.3 + 0.5 * ego_length
+    gap = s - along - front
+    ahead = agents.valid & inside & (s > s_ego + 1.3) & (s < path.s[-1] - 1.0)
+    gap = jnp.where(ahead, gap, jnp.inf)
+    j = jnp.argmin(gap)
+    return gap[j], jnp.maximum(agents.speed[j] * jnp.cos(rel[j]), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdmParams:
+    """IDM parameters of the planners."""
+
+    target_speed: float = 11.0
+    headway: float = 1.5
+    min_gap: float = 2.5
+    max_accel: float = 1.5
+    comfort_decel: float = 3.0
+    max_decel: float = 8.0
+
+
+def idm_profile(v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT):
+    """Arc lengths (horizon,) travelled by an IDM follower from speed v0 behind a leader at
+    constant speed `lead_speed`, `gap0` metres ahead (inf: free road)."""
+
+    def body(carry, _):
+        s, v, lead = carry
+        gap = lead - s
+        a, b = p.max_accel, p.comfort_decel
+        free = 1.0 - (v / jnp.maximum(p.target_speed, 0.1)) ** 4
+        s_star = p.min_gap + jnp.maximum(0.0, v * p.headway + v * (v - lead_speed) / (2.0 * jnp.sqrt(a * b)))
+        interact = jnp.where(jnp.isfinite(gap), (s_star / jnp.maximum(gap, 0.05)) ** 2, 0.0)
+        acc = jnp.clip(a * (free - interact), -p.max_decel, a)
+        v2 = jnp.maximum(v + acc * dt, 0.0)
+        s2 = s + 0.5 * (v + v2) * dt
+        return (s2, v2, lead + lead_speed * dt), s2
+
+    _, s = jax.lax.scan(body, (jnp.zeros(()), v0, gap0), None, length=horizon)
+    return s
+
+
+def _path_trajectory(path: Route, s0, ds, offset, d0=0.0):
+    """Poses (K, 2), (K,) at arc lengths s0 + ds along a path (ego frame), `offset` metres to its
+    left, reached smoothly over 2 s from the ego's current lateral offset `d0`."""
+    xy, heading = jax.vmap(lambda s: point_at(path, s))(s0 + ds)
+    u = jnp.clip((jnp.arange(ds.shape[0]) + 1) / 20.0, 0.0, 1.0)
+    blend = u * u * (3.0 - 2.0 * u)  # smoothstep: no kink at either end
+    lateral = d0 + (offset - d0) * blend
+    normal = jnp.stack([-jnp.sin(heading), jnp.cos(heading)], axis=-1)
+    return xy + lateral[:, None] * normal, heading
+
+
+@dataclasses.dataclass(frozen=True)
+class IdmPlanner:
+    """Follow the route centreline; speed from IDM behind the nearest agent in the corridor."""
+
+    name: str = "idm"
+    idm: IdmParams = IdmParams()
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        path = route_in_ego_frame(obs)
+        s0, d0 = project(path, jnp.zeros(2))
+        gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
+        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon)
+        xy, yaw = _path_trajectory(path, s0, ds, 0.0, d0)
+        return _traj(xy, yaw)
+
+
+@dataclasses.dataclass(frozen=True)
+class TimidIdm:
+    """A weak variant: crawls at a third of the speed and keeps very long gaps."""
+
+    name: str = "timid_idm"
+    idm: IdmParams = IdmParams(target_speed=3.5, headway=4.0, min_gap=10.0, max_accel=0.6)
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        return IdmPlanner(idm=self.idm, horizon=self.horizon).plan(params, obs, rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistractedIdm:
+    """A weak variant: looks away (misses its leader) 40% of the time and wanders in its lane."""
+
+    name: str = "distracted_idm"
+    idm: IdmParams = IdmParams(target_speed=12.0, headway=0.8, min_gap=1.0)
+    miss_prob: float = 0.4
+    wander: float = 1.2
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        k1, k2 = jax.random.split(rng)
+        path = route_in_ego_frame(obs)
+        s0, d0 = project(path, jnp.zeros(2))
+        gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
+        gap = jnp.where(jax.random.uniform(k1) < self.miss_prob, jnp.inf, gap)
+        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon)
+        offset = self.wander * jax.random.uniform(k2, minval=-1.0, maxval=1.0)
+        xy, yaw = _path_trajectory(path, s0, ds, offset, d0)
+        return _traj(xy, yaw)
+
+
+@dataclasses.dataclass(frozen=True)
+class PdmClosed:
+    """PDM-Closed-like: score IDM proposals against constant-velocity forecasts, keep the best."""
+
+    name: str = "pdm_closed"
+    speeds: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    """Target speeds of the proposals, as fractions of `idm.target_speed`."""
+    offsets: tuple[float, ...] = (-1.0, 0.0, 1.0)
+    """Lateral offsets of the proposals from the centreline (m, left +)."""
+    idm: IdmParams = IdmParams(target_speed=13.0)
+    metrics: MetricConfig = MetricConfig()
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        path = route_in_ego_frame(obs)
+        s0, d0 = project(path, jnp.zeros(2))
+        local = agents_in_ego_frame(obs)
+        v = jnp.array(self.speeds) * self.idm.target_speed
+        off = jnp.array(self.offsets)
+        vv, oo = jnp.meshgrid(v, off, indexing="ij")
+        vv, oo = vv.ravel(), oo.ravel()
+
+        def proposal(target, offset):
+            gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size, offset=offset)
+            idm = dataclasses.replace(self.idm, target_speed=target)
+            ds = idm_profile(obs.ego.speed, gap, lead_speed, idm, self.horizon)
+            return _path_trajectory(path, s0, ds, offset, d0)
+
+        xy, yaw = jax.vmap(proposal)(vv, oo)  # (N, K, 2), (N, K)
+        scores, progress = jax.vmap(lambda x, y: self._score(obs, x, y))(xy, yaw)
+        # among the best-scoring proposals: keep to the lane centre, then go furthest
+        key = scores - 0.02 * jnp.abs(oo) + 1e-4 * progress
+        best = jnp.argmax(key)
+        return _traj(xy[best], yaw[best])
+
+    def _score(self, obs: Observation, xy, yaw):
+        """PDMS of a proposal (ego frame) against constant-velocity forecasts of the agents."""
+        ego = obs.ego
+        K = xy.shape[0]
+        pts = to_global(xy, ego.xy, ego.yaw)
+        gyaw = wrap(yaw + ego.yaw)
+        seg = jnp.linalg.norm(jnp.diff(jnp.concatenate([ego.xy[None], pts]), axis=0), axis=-1)
+        speed = seg / SIM_DT
+        states = EgoState(
+            xy=jnp.concatenate([ego.xy[None], pts]),
+            yaw=jnp.concatenate([ego.yaw[None], gyaw]),
+            speed=jnp.concatenate([ego.speed[None], speed]),
+            accel=jnp.concatenate([ego.accel[None], jnp.diff(jnp.concatenate([ego.speed[None], speed])) / SIM_DT]),
+            steer=jnp.zeros(K + 1),
+        )
+        ag = obs.agents
+        t = jnp.arange(K + 1) * SIM_DT
+        vel = ag.speed[:, None] * jnp.stack([jnp.cos(ag.yaw), jnp.sin(ag.yaw)], axis=-1)
+        forecast = AgentState(
+            xy=ag.xy[None] + t[:, None, None] * vel[None],
+            yaw=jnp.broadcast_to(ag.yaw, (K + 1,) + ag.yaw.shape),
+            speed=jnp.broadcast_to(ag.speed, (K + 1,) + ag.speed.shape),
+            valid=jnp.broadcast_to(ag.valid, (K + 1,) + ag.valid.shape),
+        )
+        route = close_path(to_global(obs.route, ego.xy, ego.yaw), obs.route_valid)
+        prev = jax.tree.map(lambda a: jnp.concatenate([a[:1], a[:-1]]), states)
+        terms = jax.vmap(
+            lambda e, a, pe: step_terms(e, a, obs.agent_size, obs.agent_category, obs.map, route, self.metrics, pe)
+        )(states, forecast, prev)
+        # progress reference: the fastest proposal's free-road distance
+        ref = self.idm.target_speed * K * SIM_DT
+        s = score(terms, states, jnp.asarray(ref), jnp.ones(K + 1, bool), self.metrics)
+        return s.pdms, terms.progress[-1] - terms.progress[0]
+
+
+BUILTIN = {
+    "expert": LogReplay(),
+    "pdm_closed": PdmClosed(),
+    "idm": IdmPlanner(),
+    "constant_velocity": ConstantVelocity(),
+    "timid_idm": TimidIdm(),
+    "distracted_idm": DistractedIdm(),
+}
+"""The built-in planners by name."""

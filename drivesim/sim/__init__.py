@@ -1,0 +1,1 @@
+"""The functional simulator: dynamics, agents, engines and the compiled closed-loop rollout."""

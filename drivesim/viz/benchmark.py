@@ -1,0 +1,161 @@
+"""Benchmark outputs: the leaderboard table, results.json / results.csv, and the plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from drivesim.data.classes import OCC_COLORS  # noqa: E402
+
+METRICS = ("nc", "dac", "ttc", "ep", "c", "pdms")
+
+
+def leaderboard(results: dict):
+    """A rich Table of the planners, best first."""
+    from rich.table import Table
+
+    t = Table(title=f"closed-loop benchmark ({results['engine']} engine, {results['agents']} agents, "
+              f"{results['config']['scenarios']} scenarios)")  # fmt: skip
+    t.add_column("rank", justify="right")
+    t.add_column("planner")
+    t.add_column("PDMS", justify="right")
+    t.add_column("95% CI", justify="right")
+    for k in ("nc", "dac", "ttc", "ep", "c", "cls"):
+        t.add_column(k.upper(), justify="right")
+    t.add_column("fail", justify="right")
+    for i, name in enumerate(results["ranking"]):
+        p = results["planners"][name]
+        lo, hi = p["pdms_ci"]
+        t.add_row(
+            str(i + 1), name, f"{p['pdms']:.3f}", f"[{lo:.3f}, {hi:.3f}]",
+            *(f"{p[k]:.3f}" for k in ("nc", "dac", "ttc", "ep", "c", "cls")), str(p["failures"]),
+        )  # fmt: skip
+    return t
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_results(results: dict, out: Path) -> list[Path]:
+    """results.json and results.csv (per-scenario rows, then one aggregate row per planner)."""
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in results.items() if not k.startswith("_")}
+    _atomic_write(out / "results.json", json.dumps(public, indent=1))
+    cols = ["planner", "scene", "t0", "tags", "status", "reason", "pdms", "nc", "dac", "ttc", "ep", "c", "cls",
+            "ego_progress", "expert_progress"]  # fmt: skip
+    tmp = out / ".results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for row in results["scenarios"]:
+            w.writerow({**row, "tags": "|".join(row["tags"])})
+        for name, p in results["planners"].items():
+            w.writerow({"planner": name, "scene": "ALL", "t0": "", "tags": "", "status": f"n={p['n']}",
+                        "reason": f"pdms_ci={p['pdms_ci'][0]:.4f}..{p['pdms_ci'][1]:.4f}",
+                        **{k: p[k] for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls")}})  # fmt: skip
+    tmp.replace(out / "results.csv")
+    return [out / "results.json", out / "results.csv"]
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_metrics(results: dict, out: Path) -> Path:
+    """Grouped bars: each sub-score and PDMS per planner (PDMS with its bootstrap interval)."""
+    names = results["ranking"]
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(names) + 3), 4.2))
+    width = 0.8 / len(METRICS)
+    x = np.arange(len(names))
+    for j, m in enumerate(METRICS):
+        vals = [results["planners"][n][m] for n in names]
+        err = None
+        if m == "pdms":
+            ci = np.array([results["planners"][n]["pdms_ci"] for n in names])
+            err = np.abs(ci.T - np.array(vals))
+        ax.bar(x + (j - len(METRICS) / 2 + 0.5) * width, vals, width, yerr=err, capsize=2, label=m.upper())
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score (mean over scenarios)")
+    ax.legend(ncol=len(METRICS), fontsize=8, loc="lower left")
+    ax.set_title("sub-scores per planner (PDMS with 95% bootstrap interval)")
+    return _save(fig, out / "metrics.png")
+
+
+def plot_distribution(results: dict, out: Path) -> Path:
+    """PDMS over scenarios per planner."""
+    names = results["ranking"]
+    data = [[r["pdms"] for r in results["scenarios"] if r["planner"] == n] for n in names]
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(names) + 2), 4))
+    ax.boxplot(data, showmeans=True)
+    for i, d in enumerate(data):
+        ax.scatter(np.full(len(d), i + 1) + np.random.default_rng(i).uniform(-0.15, 0.15, len(d)), d, s=6, alpha=0.4)
+    ax.set_xticks(np.arange(1, len(names) + 1), names, rotation=20)
+    ax.set_ylabel("PDMS per scenario")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("PDMS distribution")
+    return _save(fig, out / "pdms_distribution.png")
+
+
+def plot_worst(results: dict, logs, scenarios, out: Path, per_planner: int = 2) -> Path:
+    """BEV overlays of each planner's worst scenarios: map, route, expert and planner paths."""
+    names = results["ranking"]
+    kept = {(s.scene, s.t0): i for i, s in enumerate(scenarios)}
+    panels = []
+    for n in names:
+        rows = [(r["pdms"], r["scene"], r["t0"]) for r in results["scenarios"] if r["planner"] == n]
+        rows.sort()
+        for pd, scene, t0 in rows[:per_planner]:
+            panels.append((n, pd, kept[(scene, t0)], scene, t0))
+    cols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 4 * nrows), squeeze=False)
+    palette = np.array(OCC_COLORS, np.uint8)
+    order = {(s.scene, s.t0): j for j, s in enumerate(scenarios)}
+    for ax, (name, pd, i, scene, t0) in zip(axes.ravel(), panels, strict=False):
+        sc = scenarios[i]
+        traces = results["_traces"][name]
+        path = traces[order[(scene, t0)]]
+        li = sc.log_index
+        raster = np.asarray(logs.map.raster[li])
+        origin = np.asarray(logs.map.raster_origin[li])
+        res = float(np.asarray(logs.map.raster_resolution[li]))
+        center = path[0]
+        half = 45.0
+        c0 = np.clip(((center - half - origin) / res).astype(int), 0, raster.shape[0] - 1)
+        c1 = np.clip(((center + half - origin) / res).astype(int), 0, raster.shape[0] - 1)
+        crop = raster[c0[1] : c1[1], c0[0] : c1[0]]
+        extent = (origin[0] + c0[0] * res, origin[0] + c1[0] * res, origin[1] + c0[1] * res, origin[1] + c1[1] * res)
+        ax.imshow(palette[crop], origin="lower", extent=extent)
+        ego = np.asarray(logs.ego.xy[li])
+        T = sc.horizon
+        ax.plot(ego[sc.t0 : sc.t0 + T + 1, 0], ego[sc.t0 : sc.t0 + T + 1, 1], "g-", lw=2, label="expert (log)")
+        ax.plot(path[:, 0], path[:, 1], "r-", lw=2, label=name)
+        ag = np.asarray(logs.agents.xy[li])[:, sc.t0]
+        ok = np.asarray(logs.agents.valid[li])[:, sc.t0]
+        ax.scatter(ag[ok, 0], ag[ok, 1], s=12, c="b", label="agents at start")
+        ax.set_xlim(center[0] - half, center[0] + half)
+        ax.set_ylim(center[1] - half, center[1] + half)
+        ax.set_title(f"{name}: {scene} t0={t0 / 10:.0f}s PDMS {pd:.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("worst scenarios per planner (red: planner, green: expert)")
+    return _save(fig, out / "worst_scenarios.png")
