@@ -24,6 +24,7 @@ from drivesim.sim.paths import close_path, point_at, project
 from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
 HORIZON = 40  # 4 s at 10 Hz
+LAT_ACCEL = 3.0  # planners slow down so that curves take at most this lateral acceleration (m/s^2)
 
 
 def _traj(xy, yaw, dt=SIM_DT) -> Trajectory:
@@ -101,15 +102,44 @@ class IdmParams:
     max_decel: float = 8.0
 
 
-def idm_profile(v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT):
+def curve_speed_limit(path: Route, s0, lat_accel: float, decel: float):
+    """A function of arc length travelled (from s0) -> the highest speed that keeps lateral
+    acceleration under `lat_accel` in the curves ahead, braking at most `decel` before them."""
+    # curvature from the heading change over a ~3 m baseline (robust to repeated points at lane joints)
+    n = path.xy.shape[0]
+    w = 3
+    lo, hi = jnp.maximum(jnp.arange(n) - w, 0), jnp.minimum(jnp.arange(n) + w, n - 1)
+    d_lo = path.xy[jnp.minimum(lo + 1, n - 1)] - path.xy[lo]
+    d_hi = path.xy[hi] - path.xy[jnp.maximum(hi - 1, 0)]
+    turn = jnp.abs(wrap(jnp.arctan2(d_hi[:, 1], d_hi[:, 0]) - jnp.arctan2(d_lo[:, 1], d_lo[:, 0])))
+    kappa = turn / jnp.maximum(path.s[hi] - path.s[lo], 0.5)
+    v_curve = jnp.sqrt(lat_accel / jnp.maximum(kappa, 1e-4))
+    pts_s = path.s
+
+    def limit(s):
+        ahead = jnp.maximum(pts_s - (s0 + s), 0.0)
+        behind = pts_s < s0 + s - 1.0
+        v = jnp.sqrt(v_curve**2 + 2.0 * decel * ahead)
+        return jnp.min(jnp.where(behind, jnp.inf, v))
+
+    return limit
+
+
+def idm_profile(v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT, speed_limit=None):
     """Arc lengths (horizon,) travelled by an IDM follower from speed v0 behind a leader at
-    constant speed `lead_speed`, `gap0` metres ahead (inf: free road)."""
+    constant speed `lead_speed`, `gap0` metres ahead (inf: free road); `speed_limit(s)` (e.g.
+    `curve_speed_limit`) caps the desired speed along the way."""
 
     def body(carry, _):
         s, v, lead = carry
         gap = lead - s
         a, b = p.max_accel, p.comfort_decel
-        free = 1.0 - (v / jnp.maximum(p.target_speed, 0.1)) ** 4
+        target = p.target_speed if speed_limit is None else jnp.minimum(p.target_speed, speed_limit(s))
+        target = jnp.maximum(target, 0.1)
+        # above the desired speed, slow down at most at b (Treiber's improved IDM)
+        free = jnp.where(
+            v <= target, 1.0 - (v / target) ** 4, -(b / a) * (1.0 - (target / jnp.maximum(v, 1e-3)) ** (4.0 * a / b))
+        )
         s_star = p.min_gap + jnp.maximum(0.0, v * p.headway + v * (v - lead_speed) / (2.0 * jnp.sqrt(a * b)))
         interact = jnp.where(jnp.isfinite(gap), (s_star / jnp.maximum(gap, 0.05)) ** 2, 0.0)
         acc = jnp.clip(a * (free - interact), -p.max_decel, a)
@@ -147,7 +177,8 @@ class IdmPlanner:
         path = route_in_ego_frame(obs)
         s0, d0 = project(path, jnp.zeros(2))
         gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
-        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon)
+        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
+        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
         xy, yaw = _path_trajectory(path, s0, ds, 0.0, d0)
         return _traj(xy, yaw)
 
@@ -186,7 +217,8 @@ class DistractedIdm:
         s0, d0 = project(path, jnp.zeros(2))
         gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
         gap = jnp.where(jax.random.uniform(k1) < self.miss_prob, jnp.inf, gap)
-        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon)
+        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
+        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
         offset = self.wander * jax.random.uniform(k2, minval=-1.0, maxval=1.0)
         xy, yaw = _path_trajectory(path, s0, ds, offset, d0)
         return _traj(xy, yaw)
@@ -197,7 +229,7 @@ class PdmClosed:
     """PDM-Closed-like: score IDM proposals against constant-velocity forecasts, keep the best."""
 
     name: str = "pdm_closed"
-    speeds: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+    speeds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     """Target speeds of the proposals, as fractions of `idm.target_speed`."""
     offsets: tuple[float, ...] = (-1.0, 0.0, 1.0)
     """Lateral offsets of the proposals from the centreline (m, left +)."""
@@ -212,6 +244,7 @@ class PdmClosed:
         path = route_in_ego_frame(obs)
         s0, d0 = project(path, jnp.zeros(2))
         local = agents_in_ego_frame(obs)
+        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
         v = jnp.array(self.speeds) * self.idm.target_speed
         off = jnp.array(self.offsets)
         vv, oo = jnp.meshgrid(v, off, indexing="ij")
@@ -220,7 +253,7 @@ class PdmClosed:
         def proposal(target, offset):
             gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size, offset=offset)
             idm = dataclasses.replace(self.idm, target_speed=target)
-            ds = idm_profile(obs.ego.speed, gap, lead_speed, idm, self.horizon)
+            ds = idm_profile(obs.ego.speed, gap, lead_speed, idm, self.horizon, speed_limit=limit)
             return _path_trajectory(path, s0, ds, offset, d0)
 
         xy, yaw = jax.vmap(proposal)(vv, oo)  # (N, K, 2), (N, K)
@@ -237,7 +270,8 @@ class PdmClosed:
         pts = to_global(xy, ego.xy, ego.yaw)
         gyaw = wrap(yaw + ego.yaw)
         seg = jnp.linalg.norm(jnp.diff(jnp.concatenate([ego.xy[None], pts]), axis=0), axis=-1)
-        speed = seg / SIM_DT
+        # the speed at the middle of each step, at the end of each step (v_k = 2 v_mid - v_{k-1})
+        speed = jax.lax.scan(lambda v, vm: (jnp.maximum(2 * vm - v, 0.0),) * 2, ego.speed, seg / SIM_DT)[1]
         states = EgoState(
             xy=jnp.concatenate([ego.xy[None], pts]),
             yaw=jnp.concatenate([ego.yaw[None], gyaw]),
@@ -259,9 +293,18 @@ class PdmClosed:
         terms = jax.vmap(
             lambda e, a, pe: step_terms(e, a, obs.agent_size, obs.agent_category, obs.map, route, self.metrics, pe)
         )(states, forecast, prev)
+        # Comfort across the hand-over: two steps of history at the current acceleration in front,
+        # so a proposal that jerks away from what the car is doing now is seen as uncomfortable.
+        hist_speed = jnp.maximum(ego.speed - ego.accel * SIM_DT * jnp.array([2.0, 1.0]), 0.0)
+        hist = EgoState(
+            xy=jnp.broadcast_to(ego.xy, (2, 2)), yaw=jnp.broadcast_to(ego.yaw, (2,)), speed=hist_speed,
+            accel=jnp.broadcast_to(ego.accel, (2,)), steer=jnp.zeros(2),
+        )  # fmt: skip
+        trace = jax.tree.map(lambda h, x: jnp.concatenate([h, x]), hist, states)
+        terms = jax.tree.map(lambda x: jnp.concatenate([x[:1], x[:1], x]), terms)
         # progress reference: the fastest proposal's free-road distance
         ref = self.idm.target_speed * K * SIM_DT
-        s = score(terms, states, jnp.asarray(ref), jnp.ones(K + 1, bool), self.metrics)
+        s = score(terms, trace, jnp.asarray(ref), jnp.ones(K + 3, bool), self.metrics)
         return s.pdms, terms.progress[-1] - terms.progress[0]
 
 
