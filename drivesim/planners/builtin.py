@@ -125,13 +125,16 @@ def curve_speed_limit(path: Route, s0, lat_accel: float, decel: float):
     return limit
 
 
-def idm_profile(v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT, speed_limit=None):
+def idm_profile(
+    v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT, speed_limit=None, a0=0.0, max_jerk=None
+):
     """Arc lengths (horizon,) travelled by an IDM follower from speed v0 behind a leader at
     constant speed `lead_speed`, `gap0` metres ahead (inf: free road); `speed_limit(s)` (e.g.
-    `curve_speed_limit`) caps the desired speed along the way."""
+    `curve_speed_limit`) caps the desired speed along the way. With `max_jerk` (m/s^3) the
+    acceleration changes at most that fast, starting from the current acceleration `a0`."""
 
     def body(carry, _):
-        s, v, lead = carry
+        s, v, lead, a_prev = carry
         gap = lead - s
         a, b = p.max_accel, p.comfort_decel
         target = p.target_speed if speed_limit is None else jnp.minimum(p.target_speed, speed_limit(s))
@@ -143,11 +146,13 @@ def idm_profile(v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SI
         s_star = p.min_gap + jnp.maximum(0.0, v * p.headway + v * (v - lead_speed) / (2.0 * jnp.sqrt(a * b)))
         interact = jnp.where(jnp.isfinite(gap), (s_star / jnp.maximum(gap, 0.05)) ** 2, 0.0)
         acc = jnp.clip(a * (free - interact), -p.max_decel, a)
+        if max_jerk is not None:
+            acc = jnp.clip(acc, a_prev - max_jerk * dt, a_prev + max_jerk * dt)
         v2 = jnp.maximum(v + acc * dt, 0.0)
         s2 = s + 0.5 * (v + v2) * dt
-        return (s2, v2, lead + lead_speed * dt), s2
+        return (s2, v2, lead + lead_speed * dt, (v2 - v) / dt), s2
 
-    _, s = jax.lax.scan(body, (jnp.zeros(()), v0, gap0), None, length=horizon)
+    _, s = jax.lax.scan(body, (jnp.zeros(()), v0, gap0, jnp.asarray(a0, jnp.float32)), None, length=horizon)
     return s
 
 
@@ -234,6 +239,8 @@ class PdmClosed:
     offsets: tuple[float, ...] = (-1.0, 0.0, 1.0)
     """Lateral offsets of the proposals from the centreline (m, left +)."""
     idm: IdmParams = IdmParams(target_speed=13.0)
+    max_jerk: float = 3.5
+    """The proposals' acceleration changes at most this fast (m/s^3), from the current one."""
     metrics: MetricConfig = MetricConfig()
     horizon: int = HORIZON
 
@@ -253,10 +260,20 @@ class PdmClosed:
         def proposal(target, offset):
             gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size, offset=offset)
             idm = dataclasses.replace(self.idm, target_speed=target)
-            ds = idm_profile(obs.ego.speed, gap, lead_speed, idm, self.horizon, speed_limit=limit)
+            # comfortable by construction: the acceleration changes at most at `max_jerk`
+            ds = idm_profile(
+                obs.ego.speed, gap, lead_speed, idm, self.horizon, speed_limit=limit, a0=obs.ego.accel,
+                max_jerk=self.max_jerk,
+            )  # fmt: skip
             return _path_trajectory(path, s0, ds, offset, d0)
 
         xy, yaw = jax.vmap(proposal)(vv, oo)  # (N, K, 2), (N, K)
+        # ... and one emergency stop in the lane, braking as hard as needed
+        gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
+        stop = dataclasses.replace(self.idm, target_speed=0.0, comfort_decel=self.idm.max_decel)
+        e_xy, e_yaw = _path_trajectory(path, s0, idm_profile(obs.ego.speed, gap, lead_speed, stop, self.horizon), 0.0, d0)
+        xy, yaw = jnp.concatenate([xy, e_xy[None]]), jnp.concatenate([yaw, e_yaw[None]])
+        oo = jnp.concatenate([oo, jnp.zeros(1)])
         scores, progress = jax.vmap(lambda x, y: self._score(obs, x, y))(xy, yaw)
         # among the best-scoring proposals: keep to the lane centre, then go furthest
         key = scores - 0.02 * jnp.abs(oo) + 1e-4 * progress
