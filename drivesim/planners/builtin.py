@@ -271,7 +271,9 @@ class PdmClosed:
         # ... and one emergency stop in the lane, braking as hard as needed
         gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
         stop = dataclasses.replace(self.idm, target_speed=0.0, comfort_decel=self.idm.max_decel)
-        e_xy, e_yaw = _path_trajectory(path, s0, idm_profile(obs.ego.speed, gap, lead_speed, stop, self.horizon), 0.0, d0)
+        e_xy, e_yaw = _path_trajectory(
+            path, s0, idm_profile(obs.ego.speed, gap, lead_speed, stop, self.horizon), 0.0, d0
+        )
         xy, yaw = jnp.concatenate([xy, e_xy[None]]), jnp.concatenate([yaw, e_yaw[None]])
         oo = jnp.concatenate([oo, jnp.zeros(1)])
         scores, progress = jax.vmap(lambda x, y: self._score(obs, x, y))(xy, yaw)

@@ -18,10 +18,10 @@ from flax import struct
 
 from drivesim.data.classes import VEHICLE
 from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, Log
-from drivesim.sim.paths import close_path, lane_path, point_at, project
+from drivesim.sim.paths import _argmin_last, close_path, lane_path, point_at, project, project_many
 from drivesim.sim.types import SIM_DT, AgentState, EgoState, Route
 
-CROSSING_TIMES = (1.0, 2.0, 3.0)
+CROSSING_TIMES = (1.5, 3.0)
 """Seconds ahead at which neighbours' constant-velocity futures are checked for crossing paths."""
 
 
@@ -170,13 +170,15 @@ def idm_step(
         _, nb = jax.lax.top_k(-d, K)
         path = idm.path
         i0 = jnp.clip(jnp.searchsorted(path.s[i], idm.s[i], side="right") - 1, 0, path.s.shape[1] - cfg.window)
+        # every other point (about 2 m apart) is enough: projections refine on the segments
         win = Route(
-            xy=jax.lax.dynamic_slice_in_dim(path.xy[i], i0, cfg.window),
-            valid=jax.lax.dynamic_slice_in_dim(path.valid[i], i0, cfg.window),
-            s=jax.lax.dynamic_slice_in_dim(path.s[i], i0, cfg.window),
+            xy=jax.lax.dynamic_slice_in_dim(path.xy[i], i0, cfg.window)[::2],
+            valid=jax.lax.dynamic_slice_in_dim(path.valid[i], i0, cfg.window)[::2],
+            s=jax.lax.dynamic_slice_in_dim(path.s[i], i0, cfg.window)[::2],
         )
-        s_j, lat_j = jax.vmap(lambda p: project(win, p))(obj_xy[nb])
-        _, heading = point_at(jax.tree.map(lambda a: a[i], path), idm.s[i])
+        s_j, lat_j = project_many(win, obj_xy[nb])
+        d01 = win.xy[1] - win.xy[0]  # the path's heading here (the window starts at the agent)
+        heading = jnp.arctan2(d01[1], d01[0])
         rel = obj_yaw[nb] - heading
         along, across = _corners_extent(rel, obj_size[nb, 0], obj_size[nb, 1])
         inside = jnp.abs(lat_j - idm.offset[i]) < 0.5 * size[i, 1] + across + cfg.lateral_margin
@@ -185,14 +187,15 @@ def idm_step(
         # something beyond the window's far end is not seen
         seen = inside & ahead & jnp.isfinite(d[nb]) & (s_j < win.s[-1] - 0.5)
         gap = jnp.where(seen, gap, jnp.inf)
-        j = jnp.argmin(gap)
+        j = _argmin_last(gap)
         lead_gap, lead_speed = gap[j], jnp.maximum(obj_speed[nb[j]] * jnp.cos(rel[j]), 0.0)
         # crossing traffic: a neighbour whose constant-velocity future enters our corridor ahead
         # before we get there (ties go to the lower index, so two agents never wait for each other)
         tau = jnp.array(CROSSING_TIMES)
         vel = obj_speed[nb, None] * jnp.stack([jnp.cos(obj_yaw[nb]), jnp.sin(obj_yaw[nb])], -1)  # (K, 2)
         future = obj_xy[nb][:, None, :] + tau[None, :, None] * vel[:, None, :]  # (K, F, 2)
-        s_f, lat_f = jax.vmap(jax.vmap(lambda p: project(win, p)))(future)
+        s_f, lat_f = project_many(win, future.reshape(-1, 2))
+        s_f, lat_f = s_f.reshape(future.shape[:2]), lat_f.reshape(future.shape[:2])
         in_path = jnp.abs(lat_f - idm.offset[i]) < 0.5 * size[i, 1] + obj_size[nb, 1, None] / 2 + cfg.lateral_margin
         in_path &= (s_f > idm.s[i] + 0.5 * size[i, 0]) & (s_f < win.s[-1] - 0.5) & jnp.isfinite(d[nb, None])
         in_path &= ~seen[:, None] & (obj_speed[nb, None] > 0.5)

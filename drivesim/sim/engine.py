@@ -204,25 +204,38 @@ def rollout(
     cycles = -(-horizon // every)
     T = state.log.time.shape[-1]
 
+    # Only what changes travels in the loop's carry; the log, the route and the agents' paths
+    # are loop constants (carrying them made XLA copy megabytes per step).
+    def split(st: SimState):
+        dyn = (st.step, st.ego, st.agents, st.idm.s, st.idm.speed, st.idm.offset)
+        return dyn
+
+    def join(dyn) -> SimState:
+        step_, ego, agents, s_, speed, offset = dyn
+        idm = state.idm.replace(s=s_, speed=speed, offset=offset)
+        return state.replace(step=step_, ego=ego, agents=agents, idm=idm)
+
     def cycle(carry, key):
-        st = carry
+        st = join(carry)
         traj = planner.plan(params, observe(st, cfg), key)
         bad = ~(jnp.all(jnp.isfinite(traj.xy)) & jnp.all(jnp.isfinite(traj.yaw)))
         # a broken plan is replaced by braking in place (and the scenario is flagged)
         xy = jnp.where(bad, jnp.zeros_like(traj.xy), traj.xy)
         plan_global = to_global(jnp.concatenate([jnp.zeros((1, 2), xy.dtype), xy]), st.ego.xy, st.ego.yaw)
 
-        def inner(s, j):
+        def inner(dyn, j):
+            s = join(dyn)
             path = to_ego_frame(plan_global, s.ego.xy, s.ego.yaw)
             nxt = _advance(s, path, traj.dt, j * SIM_DT, cfg)
             out = (nxt.ego, nxt.agents, terms_of(nxt, s.ego), bad, nxt.t0 + nxt.step < T)
-            return nxt, out
+            return split(nxt), out
 
-        st, outs = jax.lax.scan(inner, st, jnp.arange(every))
-        return st, outs
+        dyn, outs = jax.lax.scan(inner, carry, jnp.arange(every))
+        return dyn, outs
 
     keys = jax.random.split(rng, cycles)
-    final, outs = jax.lax.scan(cycle, state, keys)
+    final, outs = jax.lax.scan(cycle, split(state), keys)
+    final = join(final)
     flat = jax.tree.map(lambda a: a.reshape((cycles * every,) + a.shape[2:])[:horizon], outs)
     ego, agents, terms, bad, valid = flat
     first = (state.ego, state.agents, terms_of(state, state.ego), jnp.zeros((), bool), jnp.ones((), bool))

@@ -1,0 +1,209 @@
+"""Simulator benchmark: compile time, closed-loop throughput, jit vs eager, memory vs horizon.
+
+    .venv/bin/python tools/bench_sim.py            # batches 1, 16, 64, 256
+    .venv/bin/python tools/bench_sim.py --quick    # batches 1 and 16, fewer repeats
+
+Scenarios: synthetic 20 s logs at 10 Hz with 32 agent slots and 200 lane segments (the
+"200-element map"), the IDM planner driving the ego, PDMS terms computed at every step inside the
+loop, and either log-replay or IDM agents. Timings are medians over repeats, after compilation,
+excluding `reset` (laying out routes and agent paths happens once per scenario). Prints a table
+and writes experiments/results/bench_sim.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--horizon", type=int, default=80, help="closed-loop steps per rollout")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_sim.json"))
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    from rich.console import Console
+    from rich.table import Table
+
+    from drivesim.data.loader import LoadConfig
+    from drivesim.metrics.closed_loop import evaluate, pdms_terms
+    from drivesim.planners.builtin import IdmPlanner
+    from drivesim.sim.engine import SimConfig, observe, reset, rollout, step
+    from drivesim.synth.roads import generate_map
+    from drivesim.synth.scenario import make_plan
+    from drivesim.synth.truth import record_log
+    from drivesim.synth.world import simulate
+
+    con = Console(width=120)
+    load = LoadConfig(rate_hz=10.0, max_agents=32, max_lane_segments=200, raster_size=1024, raster_resolution=0.5)
+    con.print("simulating 4 synthetic 20 s scenes for the benchmark logs ...")
+    logs = []
+    for i, (loc, sc) in enumerate(
+        (
+            ("boston-seaport", "follow"),
+            ("singapore-onenorth", "turn_left"),
+            ("boston-seaport", "cruise"),
+            ("singapore-queenstown", "stop_and_go"),
+        )  # fmt: skip
+    ):
+        rec = simulate(make_plan(generate_map(loc, 1), 40 + i, sc, duration=20.5))
+        logs.append(record_log(rec, load, annotation_range=None)[0])
+    H = args.horizon
+    planner = IdmPlanner()
+    batches = (1, 16) if args.quick else (1, 16, 64, 256)
+    repeats = 3 if args.quick else 5
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()],
+        },
+        "setup": {
+            "agents": 32,
+            "lane_segments": 200,
+            "horizon_steps": H,
+            "planner": planner.name,
+            "pdms_in_loop": True,
+        },
+        "runs": [],
+    }
+
+    def batch_of(n):
+        picks = [(logs[i % len(logs)], 20 + (7 * i) % 80) for i in range(n)]
+        stacked = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), *[p[0] for p in picks])
+        return stacked, jnp.asarray([p[1] for p in picks], jnp.int32)
+
+    for agents in ("log", "idm"):
+        cfg = SimConfig(agents=agents)
+        resets = jax.jit(jax.vmap(lambda lg, t, c=cfg: reset(lg, t, None, c)))
+
+        def loop(states, keys, c=cfg):
+            def one(s, k):
+                _, tr = rollout(s, planner, None, H, k, c, pdms_terms())
+                return evaluate(s, tr, H).pdms, tr.ego.xy
+
+            return jax.vmap(one)(states, keys)
+
+        for n in batches:
+            lg, t0 = batch_of(n)
+            states = jax.block_until_ready(resets(lg, t0))
+            keys = jax.random.split(jax.random.key(0), n)
+            tic = time.perf_counter()
+            compiled = jax.jit(loop).lower(states, keys).compile()
+            compile_s = time.perf_counter() - tic
+            jax.block_until_ready(compiled(states, keys))
+            times = []
+            for _ in range(repeats):
+                tic = time.perf_counter()
+                jax.block_until_ready(compiled(states, keys))
+                times.append(time.perf_counter() - tic)
+            sec = statistics.median(times)
+            mem = compiled.memory_analysis()
+            row = {
+                "agents": agents,
+                "batch": n,
+                "compile_seconds": compile_s,
+                "seconds_per_rollout": sec,
+                "scenario_steps_per_second": n * H / sec,
+                "agent_steps_per_second": n * H * 32 / sec,
+                "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
+            }
+            results["runs"].append(row)
+            con.print(
+                f"{agents:>4} agents, batch {n:>3}: {row['scenario_steps_per_second']:>9.0f} scenario-steps/s "
+                f"(compile {compile_s:.1f} s)"
+            )
+
+    # jit vs eager: the same per-step code, op by op from Python, at batch 16 with IDM agents
+    cfg = SimConfig(agents="idm")
+    n = 16
+    lg, t0 = batch_of(n)
+    states = jax.jit(jax.vmap(lambda lg, t: reset(lg, t, None, cfg)))(lg, t0)
+    terms = pdms_terms()
+
+    def python_step(s, key):
+        traj = planner.plan(None, observe(s, cfg), key)
+        nxt = step(s, traj, None, cfg)
+        return nxt, terms(nxt, s.ego)
+
+    eager_steps = 2 if args.quick else 3
+    st = states
+    with jax.disable_jit():
+        vstep = jax.vmap(python_step, in_axes=(0, None))
+        tic = time.perf_counter()
+        for k in range(eager_steps):
+            st, tm = vstep(st, jax.random.key(k))
+        jax.block_until_ready(tm)
+        eager_per_step = (time.perf_counter() - tic) / eager_steps
+    jit_row = next(r for r in results["runs"] if r["agents"] == "idm" and r["batch"] == n)
+    jit_per_step = jit_row["seconds_per_rollout"] / H
+    results["jit_vs_eager"] = {
+        "batch": n,
+        "eager_seconds_per_step": eager_per_step,
+        "jit_seconds_per_step": jit_per_step,
+        "speedup": eager_per_step / jit_per_step,
+    }
+
+    # memory vs horizon: compiled temporary memory and the stored trace, IDM agents, batch 16
+    mem_rows = []
+    for h in (40, 80, 160, 320):
+
+        def loop_h(states, keys, h=h):
+            def one(s, k):
+                _, tr = rollout(s, planner, None, h, k, cfg, pdms_terms())
+                return evaluate(s, tr, h).pdms, tr
+
+            return jax.vmap(one)(states, keys)
+
+        keys = jax.random.split(jax.random.key(0), n)
+        comp = jax.jit(loop_h).lower(states, keys).compile()
+        m = comp.memory_analysis()
+        out_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(loop_h, states, keys)))
+        mem_rows.append({"horizon": h, "temp_bytes": m.temp_size_in_bytes, "output_bytes": out_bytes})
+    results["memory_vs_horizon"] = mem_rows
+
+    table = Table(
+        title=f"closed-loop simulator ({H} steps, 32 agents, 200 lane segments, IDM planner, PDMS in the loop)"
+    )
+    for col in ("agents", "batch", "scenario-steps/s", "agent-steps/s", "compile (s)"):
+        table.add_column(col, justify="right")
+    for r in results["runs"]:
+        table.add_row(
+            r["agents"], str(r["batch"]), f"{r['scenario_steps_per_second']:.0f}", f"{r['agent_steps_per_second']:.0f}",
+            f"{r['compile_seconds']:.1f}",
+        )  # fmt: skip
+    con.print(table)
+    je = results["jit_vs_eager"]
+    con.print(
+        f"jit vs eager (IDM agents, batch {je['batch']}): {je['eager_seconds_per_step'] * 1e3:.0f} ms vs "
+        f"{je['jit_seconds_per_step'] * 1e3:.2f} ms per step -> {je['speedup']:.0f}x"
+    )
+    for m in mem_rows:
+        con.print(
+            f"horizon {m['horizon']:>3}: temporary {m['temp_bytes'] / 1e6:7.1f} MB, stored trace {m['output_bytes'] / 1e6:6.2f} MB"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+    con.print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
