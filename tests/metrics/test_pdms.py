@@ -487,16 +487,15 @@ def test_wrong_way_step_term_uses_the_nearest_lane_direction():
     assert wrong_way(3.5, prev=_ego(x=-0.4, y=3.5)) == pytest.approx(0.4, abs=1e-3)
 
 
-@pytest.mark.parametrize("stride", [1, 4, 7])
-def test_wrong_way_lane_search_stride(stride):
-    # Coarse-then-fine search finds the same lane whatever the stride (with and without the
-    # segment's last point on the stride).
-    m = _map(lanes=_road(-30, 60, 0.0, +1) + _road(-30, 60, 3.5, -1))
-    cfg = MetricConfig(lane_search_stride=stride)
-    agents, (size, cat) = _agents()
-    for y, expected in ((0.0, 0.0), (1.2, 0.0), (2.3, 1.0), (3.5, 1.0)):
-        t = step_jit(_ego(y=y), agents, size, cat, m, _route(), cfg=cfg)
-        assert float(t.wrong_way) == pytest.approx(expected, abs=1e-3)
+def test_wrong_way_uses_the_nearest_lane_piece_not_the_nearest_point():
+    # Our lane has few points (every 5 m); the opposite lane's points are dense. With the ego's box
+    # centre 1.4 m off our centreline, midway between two of its points, the nearest *point* is on
+    # the opposite lane (2.2 m vs 2.9 m) but the nearest piece of lane is ours (1.4 m).
+    ours = [_lane([-30.0, 0.0], [1, 0], length=75.0), _lane([45.0, 0.0], [1, 0], length=75.0)]
+    m = _map(lanes=ours + _road(-30, 60, 3.5, -1))
+    x = 2.5 - EGO_REAR_AXLE_TO_CENTER  # box centre at x = 2.5
+    for y, expected in ((1.4, 0.0), (2.3, 1.0), (0.0, 0.0)):
+        assert float(_terms(_ego(x=x, y=y, speed=10.0), map=m).wrong_way) == pytest.approx(expected, abs=1e-3)
 
 
 def test_wrong_way_ignores_lane_connectors():
