@@ -43,3 +43,30 @@ def tiny_records(tiny_dataroot):
     from drivesim.synth.world import simulate
 
     return {r.name: simulate(plan_for(r)) for r in load_recipes(tiny_dataroot)}
+
+
+# ---- the simulator's tests: logs straight from the synthetic world at 10 Hz (no files needed)
+
+
+@pytest.fixture(scope="session")
+def sim_load():
+    from drivesim.data.loader import LoadConfig
+
+    return LoadConfig(rate_hz=10.0, max_agents=32, max_lane_segments=200, raster_size=800, raster_resolution=0.5)
+
+
+@pytest.fixture(scope="session")
+def sim_logs(sim_load):
+    """Three 12 s scenes (follow, turn, stop-and-go) as 10 Hz Logs of equal shapes."""
+    from drivesim.synth.roads import generate_map
+    from drivesim.synth.scenario import make_plan
+    from drivesim.synth.truth import record_log
+    from drivesim.synth.world import simulate
+
+    logs = []
+    for i, (loc, scenario) in enumerate(
+        (("boston-seaport", "follow"), ("singapore-onenorth", "turn_left"), ("boston-seaport", "stop_and_go"))
+    ):
+        rec = simulate(make_plan(generate_map(loc, 2), 70 + i, scenario, duration=12.5))
+        logs.append(record_log(rec, sim_load, annotation_range=None)[0])
+    return logs

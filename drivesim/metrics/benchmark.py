@@ -17,6 +17,7 @@ PDMS and the CLS aggregate, and summarised with bootstrap confidence intervals o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -60,8 +61,10 @@ def stack_logs(logs):
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *logs)
 
 
+@functools.lru_cache(maxsize=32)
 def _run_batch_fn(planner, cfg: BenchConfig):
-    """jit(vmap) of reset -> rollout -> evaluate for one planner."""
+    """jit(vmap) of reset -> rollout -> evaluate for one planner (cached: planners and configs
+    are hashable, so benchmarking a planner again reuses its compiled program)."""
     terms_fn = pdms_terms(cfg.metrics)
 
     def one(log, t0, key):
