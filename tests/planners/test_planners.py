@@ -29,7 +29,7 @@ def test_builtins_follow_the_protocol(obs):
 
 def test_route_followers_stay_on_the_route(obs):
     for planner in (IdmPlanner(), PdmClosed()):
-        traj = planner.plan(None, obs, jax.random.key(0))
+        traj = jax.jit(lambda o, p=planner: p.plan(None, o, jax.random.key(0)))(obs)
         route = np.asarray(obs.route)[np.asarray(obs.route_valid)]
         d = np.min(np.linalg.norm(np.asarray(traj.xy)[:, None] - route[None], axis=-1), axis=1)
         assert d.max() < 1.6  # centreline, or a proposal at most 1 m beside it (plus sampling)

@@ -1,0 +1,55 @@
+"""The benchmark runner: bad scenarios are reported, never fatal; intervals are sane."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from drivesim.metrics.benchmark import BenchConfig, bootstrap_ci, run_benchmark, stack_logs
+from drivesim.planners.builtin import LogReplay
+from drivesim.sim.scenarios import Scenario
+from drivesim.sim.types import Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class NanSometimes:
+    """Returns NaN when the ego is fast (so some scenarios break, others do not)."""
+
+    name: str = "nan_sometimes"
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs, rng):
+        t = (jnp.arange(40) + 1) * 0.1
+        xy = jnp.stack([obs.ego.speed * t, 0 * t], -1)
+        return Trajectory(xy=jnp.where(obs.ego.speed > 6.0, jnp.nan, xy), yaw=0 * t)
+
+
+def test_bad_scenarios_are_skipped_or_zeroed_with_a_reason(sim_logs):
+    logs = list(sim_logs)
+    # a log whose map lost its lanes: no route can be found for it
+    no_lanes = logs[2].replace(map=logs[2].map.replace(lane_valid=np.zeros_like(np.asarray(logs[2].map.lane_valid))))
+    logs[2] = no_lanes
+    scenarios = [Scenario(i, f"s{i}", t0, 20, ()) for i in range(3) for t0 in (20, 50)]
+    cfg = BenchConfig(horizon=20, batch=4, bootstrap=200)
+    res = run_benchmark(stack_logs(logs), scenarios, {"expert": LogReplay(), "nan": NanSometimes()}, cfg)
+    assert {(s["scene"], s["t0"]) for s in res["skipped"]} == {("s2", 20), ("s2", 50)}
+    assert all("no lane route" in s["reason"] for s in res["skipped"])
+    rows = [r for r in res["scenarios"] if r["planner"] == "nan"]
+    assert len(rows) == 4
+    broken = [r for r in rows if r["status"] == "planner_nan"]
+    assert broken and all(r["pdms"] == 0.0 and "non-finite" in r["reason"] for r in broken)
+    assert res["planners"]["nan"]["failures"] == len(broken)
+    assert res["planners"]["expert"]["failures"] == 0 and res["ranking"][0] == "expert"
+
+
+def test_bootstrap_interval_contains_the_mean_and_narrows():
+    rng = np.random.default_rng(0)
+    small = rng.uniform(size=10)
+    big = rng.uniform(size=1000)
+    lo, hi = bootstrap_ci(small, 1000, 0)
+    assert lo <= small.mean() <= hi
+    lo2, hi2 = bootstrap_ci(big, 1000, 0)
+    assert hi2 - lo2 < hi - lo
+    assert bootstrap_ci(np.ones(5), 100, 0) == (1.0, 1.0)
