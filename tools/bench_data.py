@@ -10,7 +10,6 @@ runs where repeating is cheap; the machine is described in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -47,6 +46,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from drivesim.atomic import write_json
     from drivesim.data.cache import CacheConfig, ClipLoader, build_cache
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import LoadConfig, load_log
@@ -157,12 +157,7 @@ def main() -> int:
     )
     table.add_row("cache clips read per second (batch 16)", f"{results['cache_read']['clips_per_second_median']:.0f}")
     con.print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
-    con.print(f"saved {out}")
+    con.print(f"saved {write_json(args.out, results)}")
     return 0
 
 

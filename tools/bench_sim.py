@@ -13,7 +13,6 @@ and writes experiments/results/bench_sim.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from drivesim.atomic import write_json
     from drivesim.data.loader import LoadConfig
     from drivesim.metrics.closed_loop import evaluate, pdms_terms
     from drivesim.planners.builtin import IdmPlanner
@@ -196,12 +196,7 @@ def main() -> int:
         con.print(
             f"horizon {m['horizon']:>3}: temporary {m['temp_bytes'] / 1e6:7.1f} MB, stored trace {m['output_bytes'] / 1e6:6.2f} MB"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
-    con.print(f"saved {out}")
+    con.print(f"saved {write_json(args.out, results)}")
     return 0
 
 

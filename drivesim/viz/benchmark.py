@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from drivesim.atomic import write_json  # noqa: E402
 from drivesim.data.classes import OCC_COLORS  # noqa: E402
 
 METRICS = ("nc", "dac", "ttc", "ep", "c", "pdms")
@@ -41,17 +41,11 @@ def leaderboard(results: dict):
     return t
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_results(results: dict, out: Path) -> list[Path]:
     """results.json and results.csv (per-scenario rows, then one aggregate row per planner)."""
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in results.items() if not k.startswith("_")}
-    _atomic_write(out / "results.json", json.dumps(public, indent=1))
+    write_json(out / "results.json", public)
     cols = ["planner", "scene", "t0", "tags", "status", "reason", "pdms", "nc", "dac", "ttc", "ep", "c", "cls",
             "ego_progress", "expert_progress"]  # fmt: skip
     tmp = out / ".results.csv.tmp"
