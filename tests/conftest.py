@@ -57,7 +57,7 @@ def sim_load():
 
 @pytest.fixture(scope="session")
 def sim_logs(sim_load):
-    """Three 12 s scenes (follow, turn, stop-and-go) as 10 Hz Logs of equal shapes."""
+    """Three 20 s scenes (follow, turn, stop-and-go) as 10 Hz Logs of equal shapes."""
     from drivesim.synth.roads import generate_map
     from drivesim.synth.scenario import make_plan
     from drivesim.synth.truth import record_log
@@ -67,6 +67,6 @@ def sim_logs(sim_load):
     for i, (loc, scenario) in enumerate(
         (("boston-seaport", "follow"), ("singapore-onenorth", "turn_left"), ("boston-seaport", "stop_and_go"))
     ):
-        rec = simulate(make_plan(generate_map(loc, 2), 70 + i, scenario, duration=12.5))
+        rec = simulate(make_plan(generate_map(loc, 2), 70 + i, scenario, duration=20.5))
         logs.append(record_log(rec, sim_load, annotation_range=None)[0])
     return logs

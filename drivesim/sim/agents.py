@@ -51,8 +51,9 @@ class IdmParams:
     """Vehicles that move less than this in the log (m) are parked: replayed."""
     offset_decay: float = 1.5
     """Time constant (s) with which an agent's start offset from its lane centre fades."""
-    n_segments: int = 8
-    """Lane segments in an agent's path."""
+    n_segments: int = 24
+    """Lane segments in an agent's path (segments are at most 15 m: enough for 20 s of driving).
+    An agent that reaches the end of its path (it ran out of known road) leaves the scene."""
 
 
 @struct.dataclass
@@ -227,10 +228,12 @@ def idm_step(
         offset=offset,
         v0=idm.v0,
     )
+    # past the end of its path (beyond the straight extension) an agent has left the scene
+    on_path = s_next < idm.path.s[:, -1] - 0.5
     agents = AgentState(
         xy=jnp.where(c[:, None], xy, replay.xy),
         yaw=jnp.where(c, heading, replay.yaw),
         speed=jnp.where(c, v_next, replay.speed),
-        valid=c | replay.valid,
+        valid=jnp.where(c, on_path, replay.valid),
     )
     return new, agents

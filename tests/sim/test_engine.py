@@ -149,10 +149,11 @@ def _boxes(xy, yaw, size):
 
 
 def test_idm_agents_do_not_collide(sim_logs):
-    """Reactive agents over the whole scene: the IDM vehicles never overlap each other."""
+    """Reactive agents over whole 20 s scenes: the IDM vehicles never overlap each other."""
     cfg = SimConfig(agents="idm")
     for log in sim_logs:
         T = int(np.asarray(log.ego.valid).sum())
+        assert T >= 196  # 20 s at 10 Hz
         state = reset(log, 0, None, cfg)
         _, trace = jax.jit(lambda s, n=T - 1: rollout(s, LogReplay(), None, n, jax.random.key(0), cfg))(state)
         ctrl = np.asarray(state.idm.controlled)
