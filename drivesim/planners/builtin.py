@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from drivesim.data.types import EGO_SIZE
 from drivesim.metrics.pdms import MetricConfig, score, step_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
+from drivesim.sim.idm import idm_accel
 from drivesim.sim.paths import close_path, point_at, project
 from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
@@ -135,17 +136,10 @@ def idm_profile(
 
     def body(carry, _):
         s, v, lead, a_prev = carry
-        gap = lead - s
-        a, b = p.max_accel, p.comfort_decel
         target = p.target_speed if speed_limit is None else jnp.minimum(p.target_speed, speed_limit(s))
-        target = jnp.maximum(target, 0.1)
-        # above the desired speed, slow down at most at b (Treiber's improved IDM)
-        free = jnp.where(
-            v <= target, 1.0 - (v / target) ** 4, -(b / a) * (1.0 - (target / jnp.maximum(v, 1e-3)) ** (4.0 * a / b))
+        acc = idm_accel(
+            v, target, lead - s, lead_speed, p.max_accel, p.comfort_decel, p.headway, p.min_gap, p.max_decel
         )
-        s_star = p.min_gap + jnp.maximum(0.0, v * p.headway + v * (v - lead_speed) / (2.0 * jnp.sqrt(a * b)))
-        interact = jnp.where(jnp.isfinite(gap), (s_star / jnp.maximum(gap, 0.05)) ** 2, 0.0)
-        acc = jnp.clip(a * (free - interact), -p.max_decel, a)
         if max_jerk is not None:
             acc = jnp.clip(acc, a_prev - max_jerk * dt, a_prev + max_jerk * dt)
         v2 = jnp.maximum(v + acc * dt, 0.0)
@@ -167,6 +161,15 @@ def _path_trajectory(path: Route, s0, ds, offset, d0=0.0):
     return xy + lateral[:, None] * normal, heading
 
 
+def _follow_setup(obs: Observation, idm: IdmParams):
+    """What every route-following planner starts from: the route (ego frame), the ego's arc length
+    and lateral offset on it, the agents in the ego frame, and the curve speed limit ahead."""
+    path = route_in_ego_frame(obs)
+    s0, d0 = project(path, jnp.zeros(2))
+    limit = curve_speed_limit(path, s0, LAT_ACCEL, idm.comfort_decel)
+    return path, s0, d0, agents_in_ego_frame(obs), limit
+
+
 @dataclasses.dataclass(frozen=True)
 class IdmPlanner:
     """Follow the route centreline; speed from IDM behind the nearest agent in the corridor."""
@@ -179,10 +182,8 @@ class IdmPlanner:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
-        path = route_in_ego_frame(obs)
-        s0, d0 = project(path, jnp.zeros(2))
-        gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
-        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
+        path, s0, d0, local, limit = _follow_setup(obs, self.idm)
+        gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
         ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
         xy, yaw = _path_trajectory(path, s0, ds, 0.0, d0)
         return _traj(xy, yaw)
@@ -218,11 +219,9 @@ class DistractedIdm:
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
         k1, k2 = jax.random.split(rng)
-        path = route_in_ego_frame(obs)
-        s0, d0 = project(path, jnp.zeros(2))
-        gap, lead_speed = leader_on_path(path, s0, agents_in_ego_frame(obs), obs.agent_size)
+        path, s0, d0, local, limit = _follow_setup(obs, self.idm)
+        gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
         gap = jnp.where(jax.random.uniform(k1) < self.miss_prob, jnp.inf, gap)
-        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
         ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
         offset = self.wander * jax.random.uniform(k2, minval=-1.0, maxval=1.0)
         xy, yaw = _path_trajectory(path, s0, ds, offset, d0)
@@ -248,10 +247,7 @@ class PdmClosed:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
-        path = route_in_ego_frame(obs)
-        s0, d0 = project(path, jnp.zeros(2))
-        local = agents_in_ego_frame(obs)
-        limit = curve_speed_limit(path, s0, LAT_ACCEL, self.idm.comfort_decel)
+        path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         v = jnp.array(self.speeds) * self.idm.target_speed
         off = jnp.array(self.offsets)
         vv, oo = jnp.meshgrid(v, off, indexing="ij")

@@ -18,6 +18,7 @@ from flax import struct
 
 from drivesim.data.classes import VEHICLE
 from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, Log
+from drivesim.sim.idm import idm_accel
 from drivesim.sim.paths import _argmin_last, close_path, lane_path, point_at, project, project_many
 from drivesim.sim.types import SIM_DT, AgentState, EgoState, Route
 
@@ -208,11 +209,9 @@ def idm_step(
 
     gap, lead_speed = jax.vmap(leader)(jnp.arange(A))
     v = idm.speed
-    a, b = cfg.max_accel, cfg.comfort_decel
-    free = 1.0 - (v / jnp.maximum(idm.v0, 0.1)) ** 4
-    s_star = cfg.min_gap + jnp.maximum(0.0, v * cfg.headway + v * (v - lead_speed) / (2.0 * jnp.sqrt(a * b)))
-    interact = jnp.where(jnp.isfinite(gap), (s_star / jnp.maximum(gap, 0.05)) ** 2, 0.0)
-    accel = jnp.clip(a * (free - interact), -cfg.max_decel, a)
+    accel = idm_accel(
+        v, idm.v0, gap, lead_speed, cfg.max_accel, cfg.comfort_decel, cfg.headway, cfg.min_gap, cfg.max_decel
+    )
     v_next = jnp.maximum(v + accel * dt, 0.0)
     s_next = idm.s + 0.5 * (v + v_next) * dt
     offset = idm.offset * jnp.exp(-dt / cfg.offset_decay)
