@@ -1,0 +1,1 @@
+"""The world model: tokenizers, the dynamics transformer, sampling, and its training tasks."""

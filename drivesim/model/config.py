@@ -1,0 +1,84 @@
+"""The world model's configuration (one frozen dataclass; experiments pick the sizes)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    """Sizes of the tokenizers and the dynamics transformer, and what the model sees."""
+
+    image_size: tuple[int, int] = (64, 32)
+    """(width, height) of the camera images the model works on (cache frames are centre-cropped)."""
+    cam_channels: tuple[int, ...] = (32, 64, 96)
+    """Camera encoder widths; each stage halves the resolution (3 stages: 64x32 -> 8x4)."""
+    cam_latent: int = 8
+    """Channels of the camera latent grid."""
+    occ_downsample: int = 2
+    """The cached BEV grid (160x160 at 0.5 m) is max-pooled by this factor (class ids are ordered
+    by priority, so max-pooling keeps agents over markings over road)."""
+    occ_channels: tuple[int, ...] = (32, 64, 96)
+    """Occupancy encoder widths; each stage halves the resolution (80x80 -> 10x10)."""
+    occ_latent: int = 16
+    """Channels of the occupancy latent grid."""
+    occ_patch: int = 2
+    """BEV latent cells per transformer token along each axis (2: a 10x10 grid gives 25 tokens)."""
+    d_model: int = 128
+    """Width of the dynamics transformer."""
+    heads: int = 4
+    layers: int = 3
+    mlp_ratio: int = 2
+    history: int = 4
+    """Context keyframes (2 Hz): 2 s."""
+    future: int = 6
+    """Predicted keyframes per training clip (2 Hz): 3 s."""
+    sample_steps: int = 4
+    """Euler steps of the flow-matching sampler per generated frame."""
+    layout_dropout: float = 0.5
+    """Chance, in training, that a frame's agent layout is hidden (so the model also runs free)."""
+    bev_weight: float = 2.0
+    """Weight of the BEV tokens in the dynamics loss (cameras weigh 1)."""
+    kl_weight: float = 1e-4
+    """KL weight of the tokenizers (small: continuous, well-scaled latents, not a generative prior)."""
+    num_classes: int = 9
+    """Occupancy classes (drivesim.data.classes)."""
+    cameras: int = 6
+
+    @property
+    def window(self) -> int:
+        """Frames the transformer attends over (history + future)."""
+        return self.history + self.future
+
+    @property
+    def occ_grid(self) -> int:
+        return 160 // self.occ_downsample
+
+    @property
+    def cam_grid(self) -> tuple[int, int]:
+        """(rows, cols) of a view's latent grid."""
+        f = 2 ** len(self.cam_channels)
+        return self.image_size[1] // f, self.image_size[0] // f
+
+    @property
+    def occ_latent_grid(self) -> int:
+        return self.occ_grid // 2 ** len(self.occ_channels)
+
+    @property
+    def cam_tokens(self) -> int:
+        """Transformer tokens per frame from the cameras (2x2 latent patches, all views)."""
+        r, c = self.cam_grid
+        return self.cameras * (r // 2) * (c // 2)
+
+    @property
+    def occ_tokens(self) -> int:
+        return (self.occ_latent_grid // self.occ_patch) ** 2
+
+    def validate(self) -> None:
+        r, c = self.cam_grid
+        if r % 2 or c % 2 or r < 2:
+            raise ValueError(f"image size {self.image_size} gives a {r}x{c} latent grid; it must be even")
+        if self.occ_latent_grid % self.occ_patch:
+            raise ValueError(f"the {self.occ_latent_grid}x{self.occ_latent_grid} BEV latent grid is not divisible by occ_patch {self.occ_patch}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")

@@ -1,0 +1,168 @@
+"""The dynamics model: a spatio-temporal transformer over the six views and the BEV at once.
+
+Each frame is a set of tokens — 2x2 patches of the six camera latent grids (with a learned
+position per view and patch) and the BEV latent cells — so spatial attention runs across views and
+BEV together (the cameras and the occupancy can agree). Temporal attention runs per token position
+over the frames, causally. Every frame is conditioned (adaLN-zero) on its flow-matching noise level
+and on the ego motion that led to it; an optional agent layout (the boxes of the agents in that
+frame, rasterised into the BEV) is added to its BEV tokens, or a learned "no layout" embedding is.
+
+The network predicts the flow-matching velocity of every frame's latents (Diffusion-Forcing style:
+each frame carries its own noise level, clean for the context).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from drivesim.model.config import WorldModelConfig
+
+LAYOUT_CLASSES = 4  # vehicle, pedestrian, cyclist, obstacle (occupancy classes 5..8)
+
+
+def fourier(t, dim: int):
+    """(...,) -> (..., dim) sinusoidal features of a scalar in [0, 1]."""
+    freqs = jnp.exp(jnp.linspace(0.0, math.log(1000.0), dim // 2))
+    ang = t[..., None] * freqs
+    return jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
+
+
+class Attention(nnx.Module):
+    def __init__(self, d: int, heads: int, *, rngs: nnx.Rngs):
+        self.heads = heads
+        self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
+        self.out = nnx.Linear(d, d, rngs=rngs)
+
+    def __call__(self, x, causal: bool = False):
+        """x (..., L, d) -> (..., L, d), attention over L."""
+        *lead, L, d = x.shape
+        h = self.heads
+        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+        q, k, v = (a.reshape(*lead, L, h, d // h) for a in (q, k, v))
+        logits = jnp.einsum("...qhc,...khc->...hqk", q, k) / math.sqrt(d // h)
+        if causal:
+            mask = jnp.tril(jnp.ones((L, L), bool))
+            logits = jnp.where(mask, logits, -1e9)
+        w = jax.nn.softmax(logits, axis=-1)
+        y = jnp.einsum("...hqk,...khc->...qhc", w, v).reshape(*lead, L, d)
+        return self.out(y)
+
+
+class Block(nnx.Module):
+    """Spatial attention (within a frame), causal temporal attention (per token), MLP; adaLN-zero."""
+
+    def __init__(self, d: int, heads: int, mlp_ratio: int, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
+        self.norm3 = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
+        self.spatial = Attention(d, heads, rngs=rngs)
+        self.temporal = Attention(d, heads, rngs=rngs)
+        self.fc1 = nnx.Linear(d, mlp_ratio * d, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_ratio * d, d, rngs=rngs)
+        self.mod = nnx.Linear(d, 9 * d, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, x, c):
+        """x (B, T, N, d), c (B, T, d) per-frame conditioning."""
+        m = self.mod(nnx.silu(c))[:, :, None, :]  # (B, T, 1, 9d)
+        s1, b1, g1, s2, b2, g2, s3, b3, g3 = jnp.split(m, 9, axis=-1)
+        x = x + g1 * self.spatial(self.norm1(x) * (1 + s1) + b1)
+        h = (self.norm2(x) * (1 + s2) + b2).swapaxes(1, 2)  # (B, N, T, d): attend over time
+        x = x + g2 * self.temporal(h, causal=True).swapaxes(1, 2)
+        h = self.norm3(x) * (1 + s3) + b3
+        return x + g3 * self.fc2(nnx.gelu(self.fc1(h)))
+
+
+class LayoutEncoder(nnx.Module):
+    """Agent boxes rasterised in the BEV grid (G, G) -> one feature per BEV latent cell."""
+
+    def __init__(self, cfg: WorldModelConfig, *, rngs: nnx.Rngs):
+        stages = len(cfg.occ_channels) + int(round(math.log2(cfg.occ_patch)))
+        widths = [16 * 2 ** min(i, 2) for i in range(stages)]
+        chans = [LAYOUT_CLASSES + 1, *widths]
+        self.convs = nnx.List(
+            [nnx.Conv(chans[i], chans[i + 1], (4, 4), strides=2, padding="SAME", rngs=rngs) for i in range(stages)]
+        )
+        self.proj = nnx.Linear(widths[-1], cfg.d_model, rngs=rngs)
+
+    def __call__(self, layout):
+        """layout (..., G, G) occupancy class ids (agents painted, 0 elsewhere) -> (..., tokens, d)."""
+        lead = layout.shape[:-2]
+        agent = jnp.clip(layout.reshape((-1,) + layout.shape[-2:]) - 4, 0, LAYOUT_CLASSES)
+        h = jax.nn.one_hot(agent, LAYOUT_CLASSES + 1)
+        for conv in self.convs:
+            h = nnx.silu(conv(h))
+        h = self.proj(h)
+        return h.reshape(lead + (-1, h.shape[-1]))
+
+
+class Dynamics(nnx.Module):
+    """Flow-matching velocity of camera and BEV latents, frame by frame (see the module docstring)."""
+
+    def __init__(self, cfg: WorldModelConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.cam_in = nnx.Linear(4 * cfg.cam_latent, d, rngs=rngs)
+        self.occ_in = nnx.Linear(cfg.occ_patch**2 * cfg.occ_latent, d, rngs=rngs)
+        n = cfg.cam_tokens + cfg.occ_tokens
+        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (n, d)))
+        self.frame = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.window, d)))
+        self.t_mlp = nnx.Sequential(nnx.Linear(64, d, rngs=rngs), nnx.silu, nnx.Linear(d, d, rngs=rngs))
+        self.m_mlp = nnx.Sequential(nnx.Linear(3, d, rngs=rngs), nnx.silu, nnx.Linear(d, d, rngs=rngs))
+        self.layout = LayoutEncoder(cfg, rngs=rngs)
+        self.no_layout = nnx.Param(jnp.zeros((d,)))
+        self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_ratio, rngs=rngs) for _ in range(cfg.layers)])
+        self.norm = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
+        self.final_mod = nnx.Linear(d, 2 * d, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.cam_out = nnx.Linear(d, 4 * cfg.cam_latent, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.occ_out = nnx.Linear(d, cfg.occ_patch**2 * cfg.occ_latent, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    @staticmethod
+    def _patch(x, p: int):
+        """(B, T, V, r, c, C) -> (B, T, V * r/p * c/p, p*p*C)."""
+        B, T, V, r, c, C = x.shape
+        x = x.reshape(B, T, V, r // p, p, c // p, p, C).transpose(0, 1, 2, 3, 5, 4, 6, 7)
+        return x.reshape(B, T, V * (r // p) * (c // p), p * p * C)
+
+    @staticmethod
+    def _unpatch(x, shape, p: int):
+        B, T, V, r, c, C = shape
+        x = x.reshape(B, T, V, r // p, c // p, p, p, C).transpose(0, 1, 2, 3, 5, 4, 6, 7)
+        return x.reshape(shape)
+
+    def __call__(self, cam, occ, tau, motion, layout=None, layout_on=None):
+        """Velocities of the latents.
+
+        Args:
+          cam: (B, T, 6, r, c, Cc) camera latents (normalised; noisy where tau < 1).
+          occ: (B, T, g, g, Co) BEV latents.
+          tau: (B, T) flow time of each frame: 0 pure noise, 1 clean.
+          motion: (B, T, 3) ego motion into each frame (normalised dx, dy, dyaw).
+          layout: optional (B, T, G, G) agent classes per frame; layout_on (B, T) bool.
+        Returns:
+          (cam velocity like cam, occ velocity like occ).
+        """
+        cfg = self.cfg
+        B, T = tau.shape
+        cam_tok = self.cam_in(self._patch(cam, 2))
+        occ_tok = self.occ_in(self._patch(occ[:, :, None], cfg.occ_patch))
+        if layout is not None:
+            lay = self.layout(layout)  # (B, T, tokens, d)
+            on = layout_on[..., None, None]
+            occ_tok = occ_tok + jnp.where(on, lay, self.no_layout[...])
+        else:
+            occ_tok = occ_tok + self.no_layout[...]
+        x = jnp.concatenate([cam_tok, occ_tok], axis=2) + self.pos[...] + self.frame[...][:T, None, :]
+        c = self.t_mlp(fourier(tau, 64)) + self.m_mlp(motion)
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = jnp.split(self.final_mod(nnx.silu(c))[:, :, None, :], 2, axis=-1)
+        x = self.norm(x) * (1 + scale) + shift
+        nc = cfg.cam_tokens
+        v_cam = self._unpatch(self.cam_out(x[:, :, :nc]), cam.shape, 2)
+        v_occ = self._unpatch(self.occ_out(x[:, :, nc:]), occ[:, :, None].shape, cfg.occ_patch).reshape(occ.shape)
+        return v_cam, v_occ
