@@ -299,6 +299,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- train
+def load_experiment(path: str, quick: bool):
+    """`get_config(quick=...)` of an experiment file (experiments/<name>.py)."""
+    import importlib.util
+
+    file = Path(path)
+    if not file.exists():
+        raise DrivesimError(f"--config {path}: no such file (experiment files live in experiments/)")
+    spec = importlib.util.spec_from_file_location(f"drivesim_experiment_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise DrivesimError(f"--config {path} failed to load ({type(e).__name__}: {e})") from None
+    if not hasattr(module, "get_config"):
+        raise DrivesimError(f"--config {path} has no get_config()")
+    return module.get_config(quick=quick)
+
+
+def cmd_train(args) -> int:
+    from drivesim.model.experiment import run
+
+    exp = load_experiment(args.config, args.quick)
+    out = run(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
+    print(f"trained world model written to {out.resolve()}")
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     t0 = time.perf_counter()
@@ -378,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", default="out/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="train a world model (tokenizers, then dynamics) from an experiment file")
+    t.add_argument("--config", required=True, help="experiments/<name>.py")
+    t.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, loss curves, world_model.npz")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
+    t.add_argument("--quick", action="store_true", help="the experiment's shrunk smoke-test version")
+    t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="the main job on the embedded synthetic data")
     d.add_argument("--out", default="out/demo", help="report folder")

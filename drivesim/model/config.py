@@ -79,6 +79,8 @@ class WorldModelConfig:
         if r % 2 or c % 2 or r < 2:
             raise ValueError(f"image size {self.image_size} gives a {r}x{c} latent grid; it must be even")
         if self.occ_latent_grid % self.occ_patch:
-            raise ValueError(f"the {self.occ_latent_grid}x{self.occ_latent_grid} BEV latent grid is not divisible by occ_patch {self.occ_patch}")
+            raise ValueError(
+                f"the {self.occ_latent_grid}x{self.occ_latent_grid} BEV latent grid is not divisible by occ_patch {self.occ_patch}"
+            )
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")

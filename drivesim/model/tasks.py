@@ -43,7 +43,9 @@ class CacheScenes:
         self.names = sorted(self.manifest["scenes"])
         if not self.names:
             raise DataError(f"{self.dir} holds no finished scene")
-        self.arrays = [{f: np.load(self.dir / "scenes" / n / f"{f}.npy", mmap_mode="r") for f in fields} for n in self.names]
+        self.arrays = [
+            {f: np.load(self.dir / "scenes" / n / f"{f}.npy", mmap_mode="r") for f in fields} for n in self.names
+        ]
         self.lengths = [len(a[fields[0]]) for a in self.arrays]
         size = self.manifest["config"]["image_size"]
         self.image_size = tuple(size)
@@ -123,7 +125,9 @@ class LatentClips:
             T = len(arr["frames"])
             c_parts, o_parts = [], []
             for i in range(0, T, batch):
-                c, o = enc(tokenizers, jnp.asarray(arr["frames"][i : i + batch]), jnp.asarray(arr["occupancy"][i : i + batch]))
+                c, o = enc(
+                    tokenizers, jnp.asarray(arr["frames"][i : i + batch]), jnp.asarray(arr["occupancy"][i : i + batch])
+                )
                 c_parts.append(np.asarray(c))
                 o_parts.append(np.asarray(o))
             cams.append(np.concatenate(c_parts))

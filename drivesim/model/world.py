@@ -68,7 +68,9 @@ def layout_grid(agents, cfg: WorldModelConfig):
     dx, dy = cx[None] - x[:, None, None], cy[None] - y[:, None, None]
     cs, sn = jnp.cos(yaw)[:, None, None], jnp.sin(yaw)[:, None, None]
     lon, lat = cs * dx + sn * dy, -sn * dx + cs * dy
-    inside = (jnp.abs(lon) < length[:, None, None] / 2) & (jnp.abs(lat) < width[:, None, None] / 2) & valid[:, None, None]
+    inside = (
+        (jnp.abs(lon) < length[:, None, None] / 2) & (jnp.abs(lat) < width[:, None, None] / 2) & valid[:, None, None]
+    )
     occ_cls = jnp.asarray(AGENT_TO_OCC)[jnp.clip(cls, 0, 3)]
     return jnp.max(jnp.where(inside, occ_cls[:, None, None], 0), axis=0).astype(jnp.int32)
 

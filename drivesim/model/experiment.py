@@ -1,0 +1,177 @@
+"""Training a world model end to end, and the exported model file.
+
+`run(experiment, workdir)` is what `drivesim train --config experiments/<name>.py --workdir W`
+runs: make the training data if it is missing (a synthetic set and its clip cache, from a recipe),
+train the tokenizers (W/tokenizer), encode the clips and train the dynamics (W/dynamics), then
+export one self-contained file W/world_model.npz (+ .json): the config, the latent statistics and
+all parameters. Each stage resumes from its checkpoints with `resume=True`; a finished stage is
+skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.model.config import WorldModelConfig
+from drivesim.model.tasks import DynamicsTask, LatentClips, TokenizerTask
+from drivesim.model.world import WorldModel
+from drivesim.train import TrainConfig, load_model, train
+from drivesim.train.checkpoint import latest_step
+
+FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Where the training clips come from (made from the recipe if missing)."""
+
+    cache: str = "data/train/cache"
+    """Clip cache the model trains on."""
+    dataroot: str = "data/train/synth"
+    """Synthetic dataroot the cache is built from (generated if missing)."""
+    scenes: int = 150
+    seconds: float = 20.0
+    seed: int = 1
+    """Seed of the training world: other maps and traffic than the evaluation set (seed 0)."""
+    version: str = "v1.0-trainval"
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A world-model training run: the model, its data, and the two stages' optimisation."""
+
+    model: WorldModelConfig
+    data: TrainingData
+    tokenizer: TrainConfig
+    dynamics: TrainConfig
+
+
+def ensure_training_data(data: TrainingData, progress: bool = True) -> Path:
+    """The clip cache of the training set, generating the set and the cache if needed."""
+    from drivesim.data.cache import CacheConfig, build_cache
+    from drivesim.synth.dataset import SynthConfig, generate
+
+    cache = Path(data.cache)
+    root = Path(data.dataroot)
+    if not (root / data.version / "scene.json").exists():
+        generate(
+            SynthConfig(scenes=data.scenes, seconds=data.seconds, seed=data.seed, version=data.version, camera_hz=2),
+            root, overwrite=True, progress=progress,
+        )  # fmt: skip
+    build_cache(root, data.version, cache, CacheConfig(), workers=2, progress=progress)
+    return cache
+
+
+def _stage_done(workdir: Path, cfg: TrainConfig) -> bool:
+    return (latest_step(workdir) or 0) >= cfg.steps
+
+
+def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True) -> Path:
+    """Train both stages and export the model; returns the exported file."""
+    exp.model.validate()
+    workdir = Path(workdir)
+    if workdir.exists() and any(workdir.iterdir()) and not resume:
+        if (workdir / "world_model.npz").exists() or (workdir / "tokenizer").exists():
+            raise ConfigError(
+                f"{workdir} already holds a training run; pass --resume to continue it or use another --workdir"
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "experiment.json").write_text(json.dumps(_jsonable(dataclasses.asdict(exp)), indent=1))
+    cache = ensure_training_data(exp.data, progress)
+    tok_task = TokenizerTask(str(cache), exp.model, seed=exp.tokenizer.seed)
+    tok_dir = workdir / "tokenizer"
+    if not _stage_done(tok_dir, exp.tokenizer):
+        train(tok_task, exp.tokenizer, tok_dir, resume=resume or tok_dir.exists(), progress=progress)
+    tokenizers = load_model(tok_task, tok_dir)
+    clips = LatentClips(cache, tokenizers, exp.model)
+    dyn_task = DynamicsTask(clips, exp.model, seed=exp.dynamics.seed)
+    dyn_dir = workdir / "dynamics"
+    if not _stage_done(dyn_dir, exp.dynamics):
+        train(dyn_task, exp.dynamics, dyn_dir, resume=resume or dyn_dir.exists(), progress=progress)
+    dynamics = load_model(dyn_task, dyn_dir)
+    model = assemble(exp.model, tokenizers, dynamics, clips.stats)
+    return save_world_model(model, workdir / "world_model.npz")
+
+
+def assemble(cfg: WorldModelConfig, tokenizers, dynamics, stats: dict) -> WorldModel:
+    """A WorldModel from trained stages and the latent statistics."""
+    model = WorldModel(cfg, rngs=nnx.Rngs(0))
+    nnx.update(model.tokenizers, nnx.state(tokenizers))
+    nnx.update(model.dynamics, nnx.state(dynamics))
+    model.cam_mean[...] = jnp.asarray(stats["cam_mean"], jnp.float32)
+    model.cam_std[...] = jnp.asarray(stats["cam_std"], jnp.float32)
+    model.occ_mean[...] = jnp.asarray(stats["occ_mean"], jnp.float32)
+    model.occ_std[...] = jnp.asarray(stats["occ_std"], jnp.float32)
+    return model
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def _flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
+    flat = nnx.to_flat_state(nnx.state(model))
+    return {"/".join(str(k) for k in path): np.asarray(v.get_value()) for path, v in flat}
+
+
+def save_world_model(model: WorldModel, path) -> Path:
+    """Write the model (config, statistics, parameters) as one .npz plus a .json of its config,
+    atomically."""
+    path = Path(path)
+    arrays = _flat_state(model)
+    meta = {"format": FORMAT, "config": _jsonable(dataclasses.asdict(model.cfg))}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    tmp.replace(path)
+    (path.with_suffix(".json")).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def config_from_json(d: dict) -> WorldModelConfig:
+    fields = {f.name: f for f in dataclasses.fields(WorldModelConfig)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+    return WorldModelConfig(**kw)
+
+
+def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
+    """The world model stored at `path` (a .npz written by `save_world_model`).
+
+    With `cfg`, refuse a file trained with another configuration.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"world model {path} not found; train one (`drivesim train`) or pass --checkpoint")
+    try:
+        data = np.load(path)
+        meta = json.loads(bytes(data["__meta__"]).decode())
+    except Exception as e:
+        raise DataError(f"{path} is not a drivesim world model file ({type(e).__name__}: {e})") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path} has format {meta.get('format')}, expected {FORMAT}; re-export it")
+    stored = config_from_json(meta["config"])
+    if cfg is not None and stored != cfg:
+        diff = [
+            f"{k}={getattr(stored, k)} (you asked for {getattr(cfg, k)})"
+            for k in meta["config"]
+            if getattr(stored, k, None) != getattr(cfg, k, None)
+        ]
+        raise ConfigError(f"{path} was trained with another model config: {', '.join(diff)}")
+    model = WorldModel(stored, rngs=nnx.Rngs(0))
+    flat = nnx.to_flat_state(nnx.state(model))
+    for key, var in flat:
+        name = "/".join(str(k) for k in key)
+        if name not in data:
+            raise DataError(f"{path} lacks parameter {name}; it does not match this version of drivesim")
+        value = data[name]
+        if value.shape != var.get_value().shape:
+            raise DataError(f"{path}: parameter {name} has shape {value.shape}, expected {var.get_value().shape}")
+        var.set_value(jnp.asarray(value))
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model

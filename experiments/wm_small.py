@@ -1,0 +1,41 @@
+"""The shipped world model (`small`): trained on the 2-core CPU in about an hour.
+
+    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small
+    cp runs/wm_small/world_model.npz data/world_model_small.npz   # what drivesim ships
+    .venv/bin/drivesim eval-wm --checkpoint data/world_model_small.npz --out experiments/results/eval_wm_small.json
+
+The training data (150 synthetic scenes of 20 s with seed 1: other maps and traffic than the
+evaluation set, which is the default mini set with seed 0) is generated on first use.
+`get_config(quick=True)` shrinks everything for a smoke run of a few minutes.
+"""
+
+import dataclasses
+
+from drivesim.model.config import WorldModelConfig
+from drivesim.model.experiment import Experiment, TrainingData
+from drivesim.train import TrainConfig
+
+
+def get_config(quick: bool = False) -> Experiment:
+    exp = Experiment(
+        model=WorldModelConfig(),
+        data=TrainingData(),
+        tokenizer=TrainConfig(
+            steps=700, batch_size=16, learning_rate=1e-3, warmup_steps=50, weight_decay=1e-4,
+            log_every=25, checkpoint_every=100,
+        ),
+        dynamics=TrainConfig(
+            steps=4000, batch_size=8, learning_rate=5e-4, warmup_steps=200, weight_decay=0.01,
+            log_every=50, checkpoint_every=500,
+        ),
+    )  # fmt: skip
+    if quick:
+        exp = dataclasses.replace(
+            exp,
+            data=dataclasses.replace(
+                exp.data, scenes=12, cache="data/train/cache_quick", dataroot="data/train/synth_quick"
+            ),
+            tokenizer=dataclasses.replace(exp.tokenizer, steps=40, log_every=10, checkpoint_every=20),
+            dynamics=dataclasses.replace(exp.dynamics, steps=40, log_every=10, checkpoint_every=20, warmup_steps=10),
+        )
+    return exp
