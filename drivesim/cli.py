@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from drivesim.errors import DrivesimError
+from drivesim.progress import bar
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -129,35 +130,11 @@ def replay(dataroot, version, scene, out: Path, frame=None, hz=2.0, quiet=False)
     occupancy = np.asarray(log_occupancy(log, occ_cfg).grid)
     cameras = load_camera_frames(info, steps=slice(min(steps), max(steps) + 1))
     cameras = np.concatenate([np.zeros((min(steps),) + cameras.shape[1:], np.uint8), cameras])
-    with _bar(quiet, f"replay {scene}", len(steps)) as tick:
+    with bar(quiet, f"replay {scene}", len(steps)) as tick:
         frames = render_replay(log, info, cameras, occupancy, occ_cfg.extent, occ_cfg.resolution, steps, on_frame=tick)
     if frame is not None:
         return [save_still(frames[0], out)]
     return save_animation(frames, out.with_suffix(".gif"), fps=max(hz, 1.0) * 2 if hz <= 2 else hz)
-
-
-class _bar:
-    """A rich progress bar as a context manager yielding a `tick()` callback."""
-
-    def __init__(self, quiet: bool, label: str, total: int):
-        self.quiet, self.label, self.total = quiet, label, total
-
-    def __enter__(self):
-        if self.quiet:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        )
-        self.progress.__enter__()
-        task = self.progress.add_task(self.label, total=self.total)
-        return lambda: self.progress.update(task, advance=1)
-
-    def __exit__(self, *exc):
-        if not self.quiet:
-            self.progress.__exit__(*exc)
-        return False
 
 
 # ---------------------------------------------------------------------- scenes
@@ -260,7 +237,7 @@ def cmd_bench(args) -> int:
     steps = int(round(max(durations) * cfg.load.rate_hz)) + 1
     load_cfg = dataclasses.replace(cfg.load, max_steps=steps)
     logs = []
-    with _bar(args.quiet, "loading logs", len(names)) as tick:
+    with bar(args.quiet, "loading logs", len(names)) as tick:
         for n in names:
             logs.append(load_log(nusc, n, load_cfg)[0])
             tick()
@@ -285,7 +262,7 @@ def cmd_bench(args) -> int:
     con.print(f"benchmarking {len(planners)} planners on {len(scenarios)} scenarios of {len(names)} logs "
               f"({args.horizon:g} s each, {args.agents} agents)")  # fmt: skip
     total = len(planners) * len(scenarios)
-    with _bar(args.quiet, "bench", total) as tick:
+    with bar(args.quiet, "bench", total) as tick:
         results = run_benchmark(stacked, scenarios, planners, cfg, progress=lambda m, name: [tick() for _ in range(m)])
     results["config"].update({"dataroot": str(dataroot), "version": args.version})
     con.print(report.leaderboard(results))

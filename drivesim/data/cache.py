@@ -65,12 +65,20 @@ class CacheConfig:
 # ------------------------------------------------------------------------ building
 def _scene_arrays(nusc, scene_name: str, cfg: CacheConfig) -> dict[str, np.ndarray]:
     from drivesim.data.loader import LoadConfig, load_camera_frames, load_log
-    from drivesim.data.occupancy import OccupancyConfig, log_occupancy
 
     log, info = load_log(nusc, scene_name, LoadConfig(rate_hz=2.0, max_agents=cfg.max_agents))
+    T = int(np.asarray(log.ego.valid).sum())
+    frames = load_camera_frames(info, size=cfg.image_size, steps=slice(0, T))
+    return log_arrays(log, frames, cfg)
+
+
+def log_arrays(log, frames: np.ndarray, cfg: CacheConfig = CacheConfig()) -> dict[str, np.ndarray]:
+    """The cache arrays of one keyframe `Log` and its (T, 6, h, w, 3) camera frames (T = the
+    log's valid steps): what a cache scene folder holds (see the module docstring)."""
+    from drivesim.data.occupancy import OccupancyConfig, log_occupancy
+
     valid = np.asarray(log.ego.valid)
     T = int(valid.sum())
-    frames = load_camera_frames(info, size=cfg.image_size, steps=slice(0, T))
     occ = np.asarray(
         log_occupancy(log, OccupancyConfig(extent=cfg.occupancy_extent, resolution=cfg.occupancy_resolution)).grid
     )[:T]
@@ -95,7 +103,7 @@ def _scene_arrays(nusc, scene_name: str, cfg: CacheConfig) -> dict[str, np.ndarr
     v = np.asarray(ag.valid)[:, :T]
     agents = np.concatenate([np.stack([lx, ly, lyaw], -1), size, np.stack([cat, v], -1)], axis=-1)
     agents = np.where(v[..., None], agents, 0.0).transpose(1, 0, 2).astype(np.float32)
-    return {"frames": frames, "occupancy": occ.astype(np.uint8), "ego": ego, "ego_motion": motion, "agents": agents}
+    return {"frames": frames[:T], "occupancy": occ.astype(np.uint8), "ego": ego, "ego_motion": motion, "agents": agents}
 
 
 _WORKER: dict = {}

@@ -9,6 +9,8 @@ import dataclasses
 class WorldModelConfig:
     """Sizes of the tokenizers and the dynamics transformer, and what the model sees."""
 
+    frame_size: tuple[int, int] = (64, 36)
+    """(width, height) of the cache frames the model reads (`drivesim cache --image-size`)."""
     image_size: tuple[int, int] = (64, 32)
     """(width, height) of the camera images the model works on (cache frames are centre-cropped)."""
     cam_channels: tuple[int, ...] = (32, 64, 96)
@@ -33,6 +35,9 @@ class WorldModelConfig:
     """Context keyframes (2 Hz): 2 s."""
     future: int = 6
     """Predicted keyframes per training clip (2 Hz): 3 s."""
+    max_horizon: int = 40
+    """Most keyframes one rollout may generate (20 s): the sliding window keeps memory flat, but
+    quality decays far beyond the trained `future`."""
     sample_steps: int = 4
     """Euler steps of the flow-matching sampler per generated frame."""
     layout_dropout: float = 0.5
@@ -82,5 +87,7 @@ class WorldModelConfig:
             raise ValueError(
                 f"the {self.occ_latent_grid}x{self.occ_latent_grid} BEV latent grid is not divisible by occ_patch {self.occ_patch}"
             )
+        if self.frame_size[0] < self.image_size[0] or self.frame_size[1] < self.image_size[1]:
+            raise ValueError(f"frame size {self.frame_size} is smaller than the image size {self.image_size}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")

@@ -50,6 +50,16 @@ class CacheScenes:
         size = self.manifest["config"]["image_size"]
         self.image_size = tuple(size)
 
+    def check(self, cfg: WorldModelConfig) -> CacheScenes:
+        """Refuse a cache whose frames are not the size the model reads."""
+        if self.image_size != tuple(cfg.frame_size):
+            w, h = cfg.frame_size
+            raise DataError(
+                f"cache {self.dir} was built at {self.image_size[0]}x{self.image_size[1]} but the model reads "
+                f"{w}x{h} frames; rebuild it with `drivesim cache --image-size {w}x{h}`"
+            )
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerTask:
@@ -61,7 +71,7 @@ class TokenizerTask:
     name: str = "tokenizer"
 
     def _data(self) -> CacheScenes:
-        return _scenes(self.cache_dir, ("frames", "occupancy"))
+        return _scenes(self.cache_dir, ("frames", "occupancy")).check(self.cfg)
 
     def init_model(self, rngs: nnx.Rngs) -> nnx.Module:
         return Tokenizers(self.cfg, rngs=rngs)
@@ -112,7 +122,7 @@ class LatentClips:
     """
 
     def __init__(self, cache_dir, tokenizers: Tokenizers, cfg: WorldModelConfig, stats=None, batch: int = 32):
-        data = CacheScenes(cache_dir)
+        data = CacheScenes(cache_dir).check(cfg)
         enc = nnx.jit(
             lambda tok, f, o: (
                 tok.encode_cameras(prepare_images(f, cfg))[0],
