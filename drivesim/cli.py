@@ -304,6 +304,155 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- world model
+DEFAULT_CHECKPOINT = REPO_DATA / "world_model_small.npz"
+
+
+def _load_model(checkpoint):
+    from drivesim.model.experiment import load_world_model
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not path.exists() and checkpoint is None:
+        raise DrivesimError(
+            f"the shipped world model {path} is missing (a partial clone?); pass --checkpoint or train one: "
+            "drivesim train --config experiments/wm_small.py --workdir runs/wm_small"
+        )
+    return load_world_model(path), path
+
+
+def _finite(obj):
+    """The report with NaN/inf as null (strict JSON)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def eval_cache(dataroot: Path, version: str, frame_size, cache: str | None, quiet: bool) -> Path:
+    """The clip cache `eval-wm` reads: --cache, else one per dataroot under data/cache/ (built once)."""
+    import hashlib
+
+    from drivesim.data.cache import CacheConfig, build_cache
+
+    if cache:
+        out = Path(cache)
+    else:
+        key = hashlib.sha1(f"{Path(dataroot).resolve()}|{version}|{frame_size}".encode()).hexdigest()[:10]
+        out = REPO_DATA / "cache" / f"eval-{version}-{key}"
+    if not (out / "manifest.json").exists() or not cache:
+        w, h = frame_size
+        build_cache(dataroot, version, out, CacheConfig(image_size=(w, h)), workers=2, progress=not quiet)
+    return out
+
+
+def cmd_eval_wm(args) -> int:
+    from drivesim.atomic import write_json
+    from drivesim.model.evaluate import EDITS, EvalConfig, evaluate
+    from drivesim.viz.prediction import forecast_figure
+    from drivesim.viz.replay import save_still
+    from drivesim.viz.world_model import eval_tables
+
+    model, ckpt = _load_model(args.checkpoint)
+    dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
+    if args.dataroot is None:
+        ensure_synthetic(dataroot, args.version, args.quiet)
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise DrivesimError(f"--out {out}: the report is JSON; use a .json name (the figure goes beside it)")
+    edits = tuple(e.strip() for e in args.edits.split(",") if e.strip()) if args.edits else EDITS
+    bad = [e for e in edits if e not in EDITS]
+    if bad:
+        raise DrivesimError(f"--edits {','.join(bad)}: unknown; choose from {', '.join(EDITS)}")
+    if args.max_clips is not None and args.max_clips < 1:
+        raise DrivesimError(f"--max-clips {args.max_clips}: use at least 1")
+    cache = eval_cache(dataroot, args.version, model.cfg.frame_size, args.cache, args.quiet)
+    ecfg = EvalConfig(
+        max_clips=args.max_clips, seed=args.seed, controllability=not args.no_control, edits=edits,
+        max_edit_scenes=args.edit_scenes, layout=not args.no_layout,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    report, example = evaluate(model, cache, ecfg, dataroot=dataroot, progress=not args.quiet)
+    report["checkpoint"] = str(ckpt)
+    report["dataroot"], report["version"] = str(dataroot), args.version
+    report["seconds"] = time.perf_counter() - t0
+    con = _console()
+    for table in eval_tables(report):
+        con.print(table)
+    written = [write_json(out, _finite(report))]
+    title = f"{example['scene']} from keyframe {example['first_keyframe']}: {ckpt.name}, free-running"
+    written.append(save_still(forecast_figure(example, title=title), out.with_suffix(".png")))
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from drivesim.atomic import write_json
+    from drivesim.metrics.prediction import IouAccumulator, psnr
+    from drivesim.model.forecast import forecast
+    from drivesim.model.predict import Predictor
+    from drivesim.viz.prediction import prediction_frames
+    from drivesim.viz.replay import save_animation
+
+    model, ckpt = _load_model(args.checkpoint)
+    dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
+    if args.dataroot is None:
+        ensure_synthetic(dataroot, args.version, args.quiet)
+    if args.samples > 8:
+        raise DrivesimError(f"--samples {args.samples}: at most 8 futures per call")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DrivesimError(f"--out {out} is a file; give a folder")
+    t0 = time.perf_counter()
+    fc = forecast(
+        Predictor(model), dataroot, args.version, args.scene, args.t0, args.ego, samples=args.samples,
+        horizon=args.horizon, seed=args.seed,
+    )  # fmt: skip
+    summary = {
+        "scene": fc.scene, "t0": fc.t0, "ego": fc.ego, "samples": args.samples, "horizon_s": len(fc.plan) / 2,
+        "checkpoint": str(ckpt), "dataroot": str(dataroot), "plan": fc.plan.tolist(), "truth": fc.truth_source,
+    }  # fmt: skip
+    if fc.truth_bev is not None:
+        per = []
+        for i in range(args.samples):
+            row = {}
+            for k in range(len(fc.plan)):
+                acc = IouAccumulator()
+                acc.update(fc.bev[i, k], fc.truth_bev[k])
+                r = acc.result()
+                row[f"{(k + 1) / 2:g}s"] = {
+                    "occ_iou": r["occupied_iou"], "agent_iou": r["iou"],
+                    "psnr": float(np.mean(np.asarray(psnr(fc.images[i, k], fc.truth_images[k])))),
+                }  # fmt: skip
+            per.append(row)
+        summary["scores_vs_truth"] = per
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{fc.scene}  t0 = {fc.t0:g} s  ego: {Path(fc.ego).name}  ({ckpt.name})"
+    frames = prediction_frames(
+        fc.context_images, fc.context_bev, fc.images, fc.bev, fc.truth_images, fc.truth_bev, title=title
+    )
+    written = save_animation(frames, out / "prediction.gif", fps=2.0)
+    tmp = out / ".prediction.npz.tmp.npz"
+    np.savez_compressed(tmp, images=fc.images, bev=fc.bev, plan=fc.plan, context_images=fc.context_images,
+                        context_bev=fc.context_bev)  # fmt: skip
+    tmp.replace(out / "prediction.npz")
+    written += [out / "prediction.npz", write_json(out / "summary.json", _finite(summary))]
+    print(f"{args.samples} futures of {fc.scene} after t0 = {fc.t0:g} s under ego plan {fc.ego!r} "
+          f"in {time.perf_counter() - t0:.1f} s" + (f"; truth: {fc.truth_source}" if fc.truth_source else ""))  # fmt: skip
+    if fc.truth_bev is not None:
+        last = f"{len(fc.plan) / 2:g}s"
+        ious = ", ".join(f"{r[last]['occ_iou']:.3f}" for r in summary["scores_vs_truth"])
+        print(f"occupancy IoU vs truth at {last}: {ious}")
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     t0 = time.perf_counter()
@@ -390,6 +539,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
     t.add_argument("--quick", action="store_true", help="the experiment's shrunk smoke-test version")
     t.set_defaults(func=cmd_train)
+
+    w = sub.add_parser("eval-wm", help="score a world model: forecasts vs baselines, controllability")
+    data_args(w)
+    w.add_argument(
+        "--checkpoint", default=None, help="world model .npz (default: the shipped data/world_model_small.npz)"
+    )
+    w.add_argument("--out", default="out/eval_wm/eval_wm.json", help="JSON report (the figure is written beside it)")
+    w.add_argument("--cache", default=None, help="clip cache of the dataroot (default: built once under data/cache/)")
+    w.add_argument("--max-clips", type=int, default=None, help="at most this many forecasting clips (default: all)")
+    w.add_argument("--edit-scenes", type=int, default=None, help="at most this many scenes for controllability")
+    w.add_argument("--edits", default=None, help="comma-separated ego edits (default: all six)")
+    w.add_argument("--no-control", action="store_true", help="skip the controllability re-simulations")
+    w.add_argument("--no-layout", action="store_true", help="skip the layout-guided forecasts")
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=cmd_eval_wm)
+
+    pr = sub.add_parser("predict", help="sample futures of a scene under an ego plan, beside the truth")
+    data_args(pr)
+    pr.add_argument("--scene", required=True, help="scene name (`drivesim scenes` lists them)")
+    pr.add_argument("--t0", type=float, required=True, help="log time (s, a keyframe) of the last context frame")
+    pr.add_argument("--ego", default="log", help="log | keep | brake | accelerate | left | right | "
+                    "lane_change_left | lane_change_right | a waypoint file (.json/.npy/.csv/.txt)")  # fmt: skip
+    pr.add_argument("--samples", type=int, default=3, help="futures to sample (each from its own noise)")
+    pr.add_argument("--horizon", type=float, default=3.0, help="seconds to generate (commands and log)")
+    pr.add_argument("--checkpoint", default=None, help="world model .npz (default: the shipped one)")
+    pr.add_argument("--out", default="out/predict", help="output folder")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="the main job on the embedded synthetic data")
     d.add_argument("--out", default="out/demo", help="report folder")
