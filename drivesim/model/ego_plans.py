@@ -65,8 +65,8 @@ def kinematic_plan(command: str, speed: float, steps: int) -> np.ndarray:
         sign = 1.0 if command.endswith("left") else -1.0
         frac = np.clip(t / 3.0, 0.0, 1.0)
         y = sign * LANE_WIDTH * 0.5 * (1 - np.cos(math.pi * frac))
-        dy = np.gradient(y, s if speed > 0.5 else t)
-        yaw = np.arctan(dy) if speed > 0.5 else np.zeros_like(y)
+        dy_dt = np.where(t < 3.0, sign * LANE_WIDTH * 0.5 * math.pi / 3.0 * np.sin(math.pi * frac), 0.0)
+        yaw = np.arctan(dy_dt / speed) if speed > 0.5 else np.zeros_like(y)  # heading along the path
     return motions_from_poses(np.stack([x, y, yaw], axis=1))
 
 

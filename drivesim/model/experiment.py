@@ -53,8 +53,9 @@ class Experiment:
     dynamics: TrainConfig
 
 
-def ensure_training_data(data: TrainingData, progress: bool = True) -> Path:
-    """The clip cache of the training set, generating the set and the cache if needed."""
+def ensure_training_data(data: TrainingData, frame_size=(64, 36), progress: bool = True) -> Path:
+    """The clip cache of the training set (frames at `frame_size`), generating the set and the cache
+    if needed."""
     from drivesim.data.cache import CacheConfig, build_cache
     from drivesim.synth.dataset import SynthConfig, generate
 
@@ -65,7 +66,7 @@ def ensure_training_data(data: TrainingData, progress: bool = True) -> Path:
             SynthConfig(scenes=data.scenes, seconds=data.seconds, seed=data.seed, version=data.version, camera_hz=2),
             root, overwrite=True, progress=progress,
         )  # fmt: skip
-    build_cache(root, data.version, cache, CacheConfig(), workers=2, progress=progress)
+    build_cache(root, data.version, cache, CacheConfig(image_size=tuple(frame_size)), workers=2, progress=progress)
     return cache
 
 
@@ -84,7 +85,7 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True) -
             )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "experiment.json").write_text(json.dumps(_jsonable(dataclasses.asdict(exp)), indent=1))
-    cache = ensure_training_data(exp.data, progress)
+    cache = ensure_training_data(exp.data, exp.model.frame_size, progress)
     tok_task = TokenizerTask(str(cache), exp.model, seed=exp.tokenizer.seed)
     tok_dir = workdir / "tokenizer"
     if not _stage_done(tok_dir, exp.tokenizer):
