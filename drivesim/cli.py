@@ -462,6 +462,15 @@ def cmd_demo(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = replay(dataroot, DEFAULT_VERSION, None, out_dir / "replay.gif", quiet=args.quiet)
     written += replay(dataroot, DEFAULT_VERSION, None, out_dir / "replay_frame.png", frame=10, quiet=True)
+    if DEFAULT_CHECKPOINT.exists():  # the shipped world model: three futures of a scene under braking
+        pred = out_dir / "predict_brake"
+        cmd_predict(
+            argparse.Namespace(
+                checkpoint=None, dataroot=None, version=DEFAULT_VERSION, scene="scene-0003", t0=6.0, ego="brake",
+                samples=3, horizon=3.0, out=str(pred), seed=0, quiet=args.quiet,
+            )
+        )  # fmt: skip
+        written.append(pred / "prediction.gif")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s; outputs:")
     for path in written:
         print(f"  {path.resolve()}")
