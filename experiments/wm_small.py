@@ -1,8 +1,9 @@
 """The shipped world model (`small`): trained on the 2-core CPU in about an hour.
 
     .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small
-    cp runs/wm_small/world_model.npz data/world_model_small.npz   # what drivesim ships
-    .venv/bin/drivesim eval-wm --checkpoint data/world_model_small.npz --out experiments/results/eval_wm_small.json
+    cp runs/wm_small/world_model.npz data/world_model_small.npz   # what drivesim ships (+ .json)
+    .venv/bin/drivesim eval-wm --out experiments/results/eval_wm_small.json   # held-out set, all clips
+    .venv/bin/python tools/bench_wm.py --config experiments/wm_small.py      # experiments/results/bench_wm.json
 
 The training data (150 synthetic scenes of 20 s with seed 1: other maps and traffic than the
 evaluation set, which is the default mini set with seed 0) is generated on first use.

@@ -62,8 +62,8 @@ def test_seeded_and_stochastic(predictor):
 
 
 def test_jit_equals_eager(predictor):
-    frames, occ, motion, agents = inputs(2, 3)
-    args = (jnp.asarray(frames), jnp.asarray(occ), jnp.asarray(motion), jnp.asarray(agents), jnp.ones(2, bool))
+    frames, occ, motion, agents = inputs(1, 2)  # eager runs op by op: keep it small
+    args = (jnp.asarray(frames), jnp.asarray(occ), jnp.asarray(motion), jnp.asarray(agents), jnp.ones(1, bool))
     key = jax.random.key(3)
     jitted = jax.jit(_rollout, static_argnums=0)(predictor.graphdef, predictor.state, *args, key)
     with jax.disable_jit():
