@@ -35,13 +35,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
 from drivesim.model.baselines import constant_velocity_occupancy, copy_last
 from drivesim.model.forecast import record_window, synth_settings
 from drivesim.model.predict import Predictor, model_view
-from drivesim.model.world import WorldModel
+from drivesim.model.world import WorldModel, prepare_occupancy
 
 HORIZONS = (1, 2, 3)
 """Seconds after the last context keyframe that are scored (keyframes at 2 Hz: index 2 s - 1)."""
@@ -142,7 +143,7 @@ def constant_velocity_batch(occ_last, agents_prev, agents_last, motion_prev, fut
         grids = constant_velocity_occupancy(
             occ_last[i], agents_prev[i], agents_last[i], motion_prev[i], future_motion[i], resolution=0.5
         )
-        out.append(model_view(np.zeros((1, 6, *cfg.frame_size[::-1], 3), np.uint8), grids, cfg)[1])
+        out.append(np.asarray(prepare_occupancy(jnp.asarray(grids), cfg)))
     return np.stack(out)
 
 
@@ -209,8 +210,6 @@ def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=No
 
 def _reconstruct_fn(predictor: Predictor):
     def fn(state, frames, occ):
-        from flax import nnx
-
         model = nnx.merge(predictor.graphdef, state)
         cam, o = model.encode(frames, occ)
         return model.decode(cam, o)
