@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+MOTION_SCALE = np.array([5.0, 1.0, 0.3], np.float32)
+"""Typical ego motion per 0.5 s (dx, dy, dyaw): the model sees motion divided by this."""
+OCC_EXTENT = 40.0
+"""Half-size of the BEV grid (m)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
@@ -40,6 +47,10 @@ class WorldModelConfig:
     quality decays far beyond the trained `future`."""
     sample_steps: int = 4
     """Euler steps of the flow-matching sampler per generated frame."""
+    motion_warp: bool = False
+    """Ego-motion compensation: each frame's BEV tokens also see the previous frame's BEV latents
+    warped into this frame by the known ego motion (bilinear), so the map need not be moved by
+    attention alone."""
     layout_dropout: float = 0.5
     """Chance, in training, that a frame's agent layout is hidden (so the model also runs free)."""
     bev_weight: float = 2.0

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from drivesim.model.config import WorldModelConfig
+from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 
 LAYOUT_CLASSES = 4  # vehicle, pedestrian, cyclist, obstacle (occupancy classes 5..8)
 
@@ -76,6 +76,36 @@ class Block(nnx.Module):
         return x + g3 * self.fc2(nnx.gelu(self.fc1(h)))
 
 
+def warp_bev(grid, motion):
+    """Resample a BEV latent grid into the next frame's ego frame.
+
+    Args:
+      grid: (g, g, C) latents of frame t-1, cell (i, j) centred at x = E - (i + .5) s,
+        y = E - (j + .5) s (forward up, left to the left; E = 40 m, s = 2E / g).
+      motion: (3,) raw ego motion into frame t (dx, dy m, dyaw rad, in frame t-1's ego frame).
+    Returns:
+      (g, g, C): frame t-1's latents at the places of frame t's cells (bilinear; 0 outside).
+    """
+    g = grid.shape[0]
+    s = 2 * OCC_EXTENT / g
+    c = OCC_EXTENT - (jnp.arange(g) + 0.5) * s
+    x, y = jnp.meshgrid(c, c, indexing="ij")
+    dx, dy, dyaw = motion[0], motion[1], motion[2]
+    xp = jnp.cos(dyaw) * x - jnp.sin(dyaw) * y + dx  # frame t's cell centres in frame t-1
+    yp = jnp.sin(dyaw) * x + jnp.cos(dyaw) * y + dy
+    fi, fj = (OCC_EXTENT - xp) / s - 0.5, (OCC_EXTENT - yp) / s - 0.5
+    i0, j0 = jnp.floor(fi), jnp.floor(fj)
+    out = jnp.zeros_like(grid)
+    for di in (0, 1):
+        for dj in (0, 1):
+            ii, jj = i0 + di, j0 + dj
+            w = (1 - jnp.abs(fi - ii)) * (1 - jnp.abs(fj - jj))
+            ok = (ii >= 0) & (ii < g) & (jj >= 0) & (jj < g)
+            v = grid[jnp.clip(ii, 0, g - 1).astype(jnp.int32), jnp.clip(jj, 0, g - 1).astype(jnp.int32)]
+            out = out + jnp.where(ok, w, 0.0)[..., None] * v
+    return out
+
+
 class LayoutEncoder(nnx.Module):
     """Agent boxes rasterised in the BEV grid (G, G) -> one feature per BEV latent cell."""
 
@@ -114,6 +144,8 @@ class Dynamics(nnx.Module):
         self.t_mlp = nnx.Sequential(nnx.Linear(64, d, rngs=rngs), nnx.silu, nnx.Linear(d, d, rngs=rngs))
         self.m_mlp = nnx.Sequential(nnx.Linear(3, d, rngs=rngs), nnx.silu, nnx.Linear(d, d, rngs=rngs))
         self.layout = LayoutEncoder(cfg, rngs=rngs)
+        if cfg.motion_warp:
+            self.warp_in = nnx.Linear(cfg.occ_patch**2 * cfg.occ_latent, d, rngs=rngs)
         self.no_layout = nnx.Param(jnp.zeros((d,)))
         self.blocks = nnx.List([Block(d, cfg.heads, cfg.mlp_ratio, rngs=rngs) for _ in range(cfg.layers)])
         self.norm = nnx.LayerNorm(d, use_scale=False, use_bias=False, rngs=rngs)
@@ -150,6 +182,11 @@ class Dynamics(nnx.Module):
         B, T = tau.shape
         cam_tok = self.cam_in(self._patch(cam, 2))
         occ_tok = self.occ_in(self._patch(occ[:, :, None], cfg.occ_patch))
+        if cfg.motion_warp:  # the previous frame's BEV, moved by the ego motion into this frame
+            raw = motion * jnp.asarray(MOTION_SCALE)
+            prev = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
+            prev = jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev], axis=1)
+            occ_tok = occ_tok + self.warp_in(self._patch(prev[:, :, None], cfg.occ_patch))
         if layout is not None:
             lay = self.layout(layout)  # (B, T, tokens, d)
             on = layout_on[..., None, None]

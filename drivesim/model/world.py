@@ -15,14 +15,9 @@ import numpy as np
 from flax import nnx
 
 from drivesim.data.classes import AGENT_TO_OCC
-from drivesim.model.config import WorldModelConfig
+from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
 from drivesim.model.tokenizers import Tokenizers, kl
-
-MOTION_SCALE = np.array([5.0, 1.0, 0.3], np.float32)
-"""Typical ego motion per 0.5 s (dx, dy, dyaw): the model sees motion divided by this."""
-OCC_EXTENT = 40.0
-"""Half-size of the BEV grid (m)."""
 
 
 # ------------------------------------------------------------------ preprocessing
