@@ -216,8 +216,12 @@ def cmd_bench(args) -> int:
     from drivesim.sim.scenarios import select_scenarios
     from drivesim.viz import benchmark as report
 
-    if args.engine != "kinematic":
-        raise DrivesimError(f"--engine {args.engine}: only the kinematic (reference) engine exists so far")
+    if args.compare_reference and args.engine != "world-model":
+        raise DrivesimError(
+            "--compare-reference compares the world-model engine with the reference: add --engine world-model"
+        )
+    if args.samples < 1:
+        raise DrivesimError(f"--samples {args.samples}: use at least 1")
     planners = load_planners(args.planners, args.planner_module)
     dataroot = Path(args.dataroot) if args.dataroot else default_dataroot()
     if args.dataroot is None:
@@ -225,9 +229,18 @@ def cmd_bench(args) -> int:
     horizon = int(round(args.horizon * 10))
     if horizon < 10:
         raise DrivesimError(f"--horizon {args.horizon}: use at least 1 s")
+    sim = SimConfig(agents={"reactive": "idm", "log": "log"}[args.agents], replan_every=args.replan_every)
+    wm_cfg = None
+    if args.engine == "world-model":
+        from drivesim.sim.wm_engine import WMConfig
+
+        try:
+            wm_cfg = WMConfig(sim=sim, layout=args.layout == "guided")
+        except ValueError as e:
+            raise DrivesimError(f"--replan-every {args.replan_every}: {e}") from None
     cfg = BenchConfig(
-        horizon=horizon, scenarios=args.scenarios, seed=args.seed, batch=args.batch,
-        sim=SimConfig(agents={"reactive": "idm", "log": "log"}[args.agents], replan_every=args.replan_every),
+        horizon=horizon, scenarios=args.scenarios, seed=args.seed, batch=args.batch, sim=sim, wm=wm_cfg,
+        samples=args.samples, drivable=args.drivable,
     )  # fmt: skip
     out = Path(args.out)
     con = _console()
@@ -259,12 +272,26 @@ def cmd_bench(args) -> int:
             check_planner(p, sample_obs)
         except (TypeError, ValueError) as e:
             raise DrivesimError(str(e)) from None
+    model = contexts = None
+    if wm_cfg is not None:
+        from drivesim.model.experiment import load_world_model
+        from drivesim.sim.wm_engine import ModelHandle, load_contexts
+
+        checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+        wm = load_world_model(checkpoint)
+        model = ModelHandle.of(wm)
+        with bar(args.quiet, "loading keyframes", len({s.scene for s in scenarios})) as tick:
+            contexts = load_contexts(dataroot, args.version, scenarios, wm.cfg.frame_size, wm.cfg.history, tick)
+    engine = args.engine + (f" ({args.layout}, {args.samples} futures)" if wm_cfg else "")
     con.print(f"benchmarking {len(planners)} planners on {len(scenarios)} scenarios of {len(names)} logs "
-              f"({args.horizon:g} s each, {args.agents} agents)")  # fmt: skip
-    total = len(planners) * len(scenarios)
+              f"({args.horizon:g} s each, {args.agents} agents, {engine} engine)")  # fmt: skip
+    total = len(planners) * len(scenarios) * (2 if args.compare_reference else 1)
     with bar(args.quiet, "bench", total) as tick:
-        results = run_benchmark(stacked, scenarios, planners, cfg, progress=lambda m, name: [tick() for _ in range(m)])
+        results = run_benchmark(stacked, scenarios, planners, cfg, progress=lambda m, name: [tick() for _ in range(m)],
+                                model=model, contexts=contexts, compare_reference=args.compare_reference)  # fmt: skip
     results["config"].update({"dataroot": str(dataroot), "version": args.version})
+    if wm_cfg is not None:
+        results["config"]["checkpoint"] = str(checkpoint)
     con.print(report.leaderboard(results))
     for s in results["skipped"]:
         print(f"skipped {s['scene']} t0={s['t0'] / 10:.1f}s: {s['reason']}", file=sys.stderr)
@@ -539,6 +566,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--replan-every", type=int, default=1, help="simulator steps (0.1 s) between planner calls")
     b.add_argument("--batch", type=int, default=16, help="scenarios per compiled batch")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--checkpoint", default=None, help="world model (default: the shipped one)")
+    b.add_argument(
+        "--layout",
+        default="free",
+        choices=["free", "guided"],
+        help="world-model engine: the model forecasts the agents (free) or renders the reference's (guided)",
+    )
+    b.add_argument("--samples", type=int, default=2, help="world-model engine: sampled futures per scenario")
+    b.add_argument(
+        "--drivable",
+        default="both",
+        choices=["both", "prediction", "map"],
+        help="world-model engine: drivable area from the prediction and the map, or one of them",
+    )
+    b.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="also run the reference engine on the same scenarios; report the rank agreement",
+    )
     b.add_argument("--out", default="out/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 

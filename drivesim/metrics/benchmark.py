@@ -5,13 +5,20 @@ every scenario in one compiled, vmapped program per planner (batches of scenario
 PDMS and the CLS aggregate, and summarised with bootstrap confidence intervals over scenarios.
 
 `results.json` (stable schema, see `RESULTS_SCHEMA`):
-    {"schema": 1, "config": {...}, "engine": "kinematic", "agents": "log"|"idm",
+    {"schema": 1, "config": {...}, "engine": "kinematic"|"world-model", "agents": "log"|"idm",
      "planners": {NAME: {"pdms", "pdms_ci": [lo, hi], "nc", "dac", "ttc", "ep", "c",
-                         "cls", "cls_ci", "n", "failures", "by_tag": {TAG: {"pdms", "n"}}}},
+                         "cls", "cls_ci", "n", "failures", "by_tag": {TAG: {"pdms", "n"}},
+                         world-model engine only: "pdms_worst" (mean over scenarios of the worst
+                         sampled future), "samples"}},
      "ranking": [NAME, ...]  (by mean PDMS, best first),
      "scenarios": [{"planner", "scene", "t0", "tags", "status", "reason",
                     "pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress"}],
      "skipped": [{"scene", "t0", "reason"}], "timing": {...}}
+
+Under the world-model engine (`BenchConfig.wm` set) every scenario is rolled out in
+`BenchConfig.samples` sampled futures; a scenario's scores are their mean (and "pdms_worst" the
+worst). `compare_reference` adds the reference engine's scores on the same scenarios and the rank
+agreement (`drivesim.metrics.agreement`).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from drivesim.data.loader import LoadConfig
-from drivesim.metrics.closed_loop import evaluate, pdms_terms
+from drivesim.metrics.closed_loop import evaluate, pdms_terms, wm_pdms_terms
 from drivesim.metrics.pdms import MetricConfig
-from drivesim.sim.engine import SimConfig, reset, rollout
+from drivesim.sim import wm_engine
+from drivesim.sim.engine import SimConfig, Trace, reset, rollout
 from drivesim.sim.scenarios import TAGS, Scenario
 
 SCORE_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress")
@@ -53,7 +61,23 @@ class BenchConfig:
     """Bootstrap resamples for the confidence intervals."""
     sim: SimConfig = SimConfig()
     metrics: MetricConfig = MetricConfig()
+    wm: wm_engine.WMConfig | None = None
+    """The world-model engine's settings (its `sim` must equal `sim`); None: the reference engine."""
+    samples: int = 2
+    """World-model engine: sampled futures per scenario (scores: their mean and worst)."""
+    drivable: str = "both"
+    """World-model engine: where the drivable area comes from ("both", "prediction", "map")."""
     load: LoadConfig = LoadConfig(rate_hz=10.0, max_agents=64, max_lane_segments=256, raster_size=1600)
+
+    def __post_init__(self):
+        if self.wm is not None and self.wm.sim != self.sim:
+            raise ValueError("BenchConfig.wm.sim must equal BenchConfig.sim (one ego, tracker and agent model)")
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1 (got {self.samples})")
+
+    @property
+    def engine(self) -> str:
+        return "kinematic" if self.wm is None else "world-model"
 
 
 def stack_logs(logs):
@@ -78,12 +102,44 @@ def _run_batch_fn(planner, cfg: BenchConfig):
     return jax.jit(jax.vmap(one))
 
 
-def run_planner(planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_batch=None) -> dict:
-    """Scores of one planner on scenarios (logs: stacked host arrays). Returns host arrays."""
-    fn = _run_batch_fn(planner, cfg)
+@functools.lru_cache(maxsize=32)
+def _run_wm_batch_fn(planner, cfg: BenchConfig):
+    """jit(vmap) of reset -> `samples` sampled rollouts -> evaluate under the world-model engine."""
+    terms_fn = wm_pdms_terms(cfg.metrics, cfg.drivable)
+
+    def one(handle, log, t0, context, key):
+        params = planner.init(jax.random.key(cfg.seed))
+        state = wm_engine.reset(handle, log, t0, context, key, cfg.wm)
+
+        def future(k):
+            _, tr = wm_engine.rollout(handle, state, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
+            trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
+            scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics)
+            nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
+            return scores, tr.ego.xy, nan_step
+
+        scores, ego_xy, nan_step = jax.vmap(future)(jax.random.split(key, cfg.samples))
+        worst = scores.pdms.min()
+        scores = jax.tree.map(lambda a: a.mean(0), scores)
+        return scores, ego_xy[0], state.base.route_ok, nan_step.max(), worst
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+
+
+def run_planner(
+    planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_batch=None, model=None, contexts=None
+) -> dict:
+    """Scores of one planner on scenarios (logs: stacked host arrays). Returns host arrays.
+
+    The world-model engine (`cfg.wm`) also needs `model` (a `wm_engine.ModelHandle`) and
+    `contexts` (a `wm_engine.Context` of stacked host arrays, one row per scenario).
+    """
+    if cfg.wm is not None and (model is None or contexts is None):
+        raise ValueError("the world-model engine needs the model and the scenarios' contexts")
+    fn = _run_batch_fn(planner, cfg) if cfg.wm is None else _run_wm_batch_fn(planner, cfg)
     n = len(scenarios)
     out: dict[str, list] = {k: [] for k in SCORE_KEYS}
-    out.update(ego_xy=[], route_ok=[], nan_step=[])
+    out.update(ego_xy=[], route_ok=[], nan_step=[], pdms_worst=[])
     t_compile = None
     t0_run = time.perf_counter()
     for start in range(0, n, cfg.batch):
@@ -95,7 +151,13 @@ def run_planner(planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_b
         t0s = jnp.array([s.t0 for s in chunk_p], jnp.int32)
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(cfg.seed), i))(jnp.arange(start, start + cfg.batch))
         tic = time.perf_counter()
-        scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys))
+        if cfg.wm is None:
+            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys))
+            worst = scores.pdms
+        else:
+            rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
+            ctx = jax.tree.map(lambda a, r=rows: a[r], contexts)
+            scores, ego_xy, route_ok, nan_step, worst = jax.block_until_ready(fn(model, batch_logs, t0s, ctx, keys))
         if t_compile is None:
             t_compile = time.perf_counter() - tic
         m = len(chunk)
@@ -104,6 +166,7 @@ def run_planner(planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_b
         out["ego_xy"].append(np.asarray(ego_xy)[:m])
         out["route_ok"].append(np.asarray(route_ok)[:m])
         out["nan_step"].append(np.asarray(nan_step)[:m])
+        out["pdms_worst"].append(np.asarray(worst)[:m])
         if on_batch:
             on_batch(m)
     res = {k: np.concatenate(v) for k, v in out.items()}
@@ -152,6 +215,11 @@ def summarise(name: str, res: dict, scenarios: list[Scenario], cfg: BenchConfig)
         sel = [i for i, sc in enumerate(scenarios) if tag in sc.tags]
         if sel:
             agg["by_tag"][tag] = {"pdms": float(np.mean(res["pdms"][sel])), "n": len(sel)}
+    if cfg.wm is not None:
+        agg["pdms_worst"] = float(np.mean(res["pdms_worst"]))
+        agg["samples"] = cfg.samples
+        for i, r in enumerate(rows):
+            r["pdms_worst"] = float(res["pdms_worst"][i])
     agg["seconds"] = res["seconds"]
     return agg, rows
 
@@ -171,11 +239,16 @@ def check_routes(logs, scenarios: list[Scenario], cfg: BenchConfig) -> np.ndarra
     return np.concatenate(out) if out else np.zeros(0, bool)
 
 
-def run_benchmark(logs, scenarios: list[Scenario], planners: dict, cfg: BenchConfig, progress=None) -> dict:
+def run_benchmark(
+    logs, scenarios: list[Scenario], planners: dict, cfg: BenchConfig, progress=None, model=None, contexts=None,
+    compare_reference: bool = False,
+) -> dict:  # fmt: skip
     """Roll out every planner on every scenario; the results dict of the module docstring.
 
     logs: stacked host arrays of the logs the scenarios index. `progress(advance, description)`
-    is called as batches finish.
+    is called as batches finish. The world-model engine (`cfg.wm`) needs `model` and `contexts`
+    (see `run_planner`); `compare_reference` also runs the reference engine on the same scenarios
+    and adds "agreement" and, per planner, "pdms_reference".
     """
     t_start = time.perf_counter()
     skipped = []
@@ -188,9 +261,12 @@ def run_benchmark(logs, scenarios: list[Scenario], planners: dict, cfg: BenchCon
             skipped.append({"scene": sc.scene, "t0": sc.t0, "reason": "no lane route near the ego at the start"})
     if not kept:
         raise ValueError("no scenario has a lane route near the ego at its start; nothing to benchmark")
+    if contexts is not None:  # the contexts follow the kept scenarios
+        rows = np.array([i for i, good in enumerate(ok) if good])
+        contexts = jax.tree.map(lambda a: np.asarray(a)[rows], contexts)
     out = {
         "schema": RESULTS_SCHEMA,
-        "engine": "kinematic",
+        "engine": cfg.engine,
         "agents": cfg.sim.agents,
         "config": {
             "horizon_steps": cfg.horizon,
@@ -205,13 +281,37 @@ def run_benchmark(logs, scenarios: list[Scenario], planners: dict, cfg: BenchCon
         "skipped": skipped,
         "timing": {},
     }
+    if cfg.wm is not None:
+        out["config"].update(samples=cfg.samples, layout=cfg.wm.layout, drivable=cfg.drivable)
+    per_scenario = {}
     for name, planner in planners.items():
-        res = run_planner(planner, logs, kept, cfg, on_batch=(lambda m, n=name: progress(m, n)) if progress else None)
+        tick = (lambda m, n=name: progress(m, n)) if progress else None
+        res = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
         agg, rows = summarise(name, res, kept, cfg)
         out["planners"][name] = agg
         out["scenarios"].extend(rows)
         out["timing"][name] = {"seconds": res["seconds"], "first_batch_seconds": res["first_batch_seconds"]}
         out.setdefault("_traces", {})[name] = res["ego_xy"]
+        per_scenario[name] = res["pdms"]
     out["ranking"] = sorted(out["planners"], key=lambda k: -out["planners"][k]["pdms"])
+    if compare_reference and cfg.wm is not None:
+        from drivesim.metrics.agreement import agreement
+
+        ref_cfg = dataclasses.replace(cfg, wm=None)
+        ref = {}
+        for name, planner in planners.items():
+            tick = (lambda m, n=name: progress(m, f"{n} (reference)")) if progress else None
+            res = run_planner(planner, logs, kept, ref_cfg, on_batch=tick)
+            ref[name] = res["pdms"]
+            out["planners"][name]["pdms_reference"] = float(np.mean(res["pdms"]))
+            out["planners"][name]["pdms_reference_ci"] = list(bootstrap_ci(res["pdms"], cfg.bootstrap, cfg.seed))
+            out["timing"][f"{name} (reference)"] = {"seconds": res["seconds"]}
+        names = list(planners)
+        agree = agreement(np.stack([per_scenario[k] for k in names]), np.stack([ref[k] for k in names]), names,
+                          resamples=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
+        out["agreement"] = {k: v for k, v in agree.items() if k != "planners"}
+        for k in names:
+            out["planners"][k].update({f: agree["planners"][k][f] for f in ("pdms_gap", "pdms_gap_ci")})
+        out["ranking_reference"] = sorted(names, key=lambda k: -out["planners"][k]["pdms_reference"])
     out["timing"]["total_seconds"] = time.perf_counter() - t_start
     return out

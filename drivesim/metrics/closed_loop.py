@@ -39,3 +39,38 @@ def evaluate(state: SimState, trace: Trace, horizon: int, cfg: MetricConfig = Me
     s = score(trace.terms, trace.ego, expert_progress(state, horizon), trace.valid, cfg)
     bad = trace.plan_nan.any()
     return jax.tree.map(lambda x: jnp.where(bad, jnp.zeros_like(x), x), s)
+
+
+def wm_pdms_terms(cfg: MetricConfig = MetricConfig(), drivable: str = "both"):
+    """A `terms_fn` for `drivesim.sim.wm_engine.rollout`: the PDMS/CLS step terms of what the world
+    model predicts. Collisions and time to collision are checked against the agents read off the
+    predicted occupancy (`wm_engine.seen_now`); the drivable area is the predicted grid's
+    (`drivable="prediction"`), the map's (`"map"`) or both (`"both"`, the default: every ego
+    corner must be drivable in the prediction and on the map). Predicted agent cells count as
+    drivable (agents stand on the road; touching them is a collision, scored by NC).
+    """
+    from drivesim.data.classes import OCC_VEHICLE
+    from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE
+    from drivesim.metrics.geometry import box_corners
+    from drivesim.metrics.pdms import DRIVABLE_CLASSES
+    from drivesim.sim import wm_engine
+
+    if drivable not in ("both", "map", "prediction"):
+        raise ValueError(f"drivable must be 'both', 'map' or 'prediction' (got {drivable!r})")
+
+    def terms(state, prev_ego):
+        base = state.base
+        seen = wm_engine.seen_now(state)
+        t = step_terms(base.ego, seen.agents, seen.size, seen.category, base.log.map, base.route, cfg, prev_ego)
+        if drivable == "map":
+            return t
+        ego = base.ego
+        heading = jnp.stack([jnp.cos(ego.yaw), jnp.sin(ego.yaw)])
+        centre = ego.xy + EGO_REAR_AXLE_TO_CENTER * heading
+        corners = box_corners(centre, ego.yaw, jnp.asarray(EGO_SIZE[:2]))
+        cls = wm_engine.lookup(state.grid, state.key_xy, state.key_yaw, corners)
+        ok = jnp.isin(cls, jnp.asarray(DRIVABLE_CLASSES)) | (cls >= OCC_VEHICLE)
+        pred = jnp.all(ok)
+        return t.replace(drivable=pred if drivable == "prediction" else (t.drivable & pred))
+
+    return terms

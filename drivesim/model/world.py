@@ -96,11 +96,16 @@ class WorldModel(nnx.Module):
 
     def decode(self, cam, occ):
         """Normalised latents -> images (..., 6, H, W, 3) uint8 and BEV classes (..., G, G)."""
-        cam = cam * self.cam_std[...] + self.cam_mean[...]
-        occ = occ * self.occ_std[...] + self.occ_mean[...]
-        images = images_to_uint8(self.tokenizers.decode_cameras(cam))
-        classes = jnp.argmax(self.tokenizers.decode_occupancy(occ), axis=-1).astype(jnp.int32)
-        return images, classes
+        return self.decode_cameras(cam), self.decode_occupancy(occ)
+
+    def decode_cameras(self, cam):
+        """Normalised camera latents -> images (..., 6, H, W, 3) uint8."""
+        return images_to_uint8(self.tokenizers.decode_cameras(cam * self.cam_std[...] + self.cam_mean[...]))
+
+    def decode_occupancy(self, occ):
+        """Normalised BEV latents -> class ids (..., G, G) int32."""
+        logits = self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...])
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 # ------------------------------------------------------------------ losses
@@ -189,7 +194,6 @@ def generate(dyn: Dynamics, cam_ctx, occ_ctx, motion, rng, cfg: WorldModelConfig
     G = cfg.occ_grid
     lay = layout if layout is not None else jnp.zeros((B, H + F, G, G), jnp.int32)
     lay_on = jnp.broadcast_to((layout_on if layout_on is not None else jnp.zeros(B, bool))[:, None], (B, W))
-    dt = 1.0 / cfg.sample_steps
 
     def frame_step(carry, k):
         bc, bo = carry
@@ -201,26 +205,44 @@ def generate(dyn: Dynamics, cam_ctx, occ_ctx, motion, rng, cfg: WorldModelConfig
         sel = jnp.clip(first + jnp.arange(W), 0, H + F - 1)
         m_w = motion[:, sel]
         l_w = lay[:, sel] if layout is not None else None
-        kn = jax.random.fold_in(rng, k)
-        kc, ko = jax.random.split(kn)
-        xc = jax.random.normal(kc, bc.shape[:1] + bc.shape[2:])
-        xo = jax.random.normal(ko, bo.shape[:1] + bo.shape[2:])
-        pos = jnp.arange(W)
-
-        def euler(s, xs):
-            xc, xo = xs
-            t = s * dt
-            bc2 = bc.at[:, p].set(xc)
-            bo2 = bo.at[:, p].set(xo)
-            tau = jnp.where(pos < p, 1.0, jnp.where(pos == p, t, 0.0))
-            tau = jnp.broadcast_to(tau, (B, W))
-            vc, vo = dyn(bc2, bo2, tau, m_w, l_w, lay_on if layout is not None else None)
-            return (xc + dt * vc[:, p], xo + dt * vo[:, p])
-
-        xc, xo = jax.lax.fori_loop(0, cfg.sample_steps, euler, (xc, xo))
+        xc, xo = sample_frame(
+            dyn, bc, bo, m_w, l_w, lay_on if layout is not None else None, p, jax.random.fold_in(rng, k), cfg
+        )
         bc = bc.at[:, p].set(xc)
         bo = bo.at[:, p].set(xo)
         return (bc, bo), (xc, xo)
 
     _, (cam, occ) = jax.lax.scan(frame_step, (buf_cam, buf_occ), jnp.arange(F))
     return jnp.swapaxes(cam, 0, 1), jnp.swapaxes(occ, 0, 1)
+
+
+def sample_frame(dyn: Dynamics, bc, bo, motion, layout, layout_on, p, key, cfg: WorldModelConfig):
+    """Sample the latents of window position `p` given the clean frames before it.
+
+    Args:
+      bc: (B, W, 6, r, c, Cc), bo: (B, W, g, g, Co): the window's latents (positions < p clean;
+        the others are ignored: attention over time is causal).
+      motion: (B, W, 3) normalised ego motion into each window frame; layout: optional
+        (B, W, G, G) agent grids with layout_on (B, W) bool.
+      p: () int position to generate; key: PRNG key (the noise of this frame).
+    Returns:
+      (B, 6, r, c, Cc), (B, g, g, Co): the sampled latents of frame p (few Euler steps of the flow).
+    """
+    B, W = bc.shape[:2]
+    kc, ko = jax.random.split(key)
+    xc = jax.random.normal(kc, bc.shape[:1] + bc.shape[2:])
+    xo = jax.random.normal(ko, bo.shape[:1] + bo.shape[2:])
+    pos = jnp.arange(W)
+    dt = 1.0 / cfg.sample_steps
+
+    def euler(s, xs):
+        xc, xo = xs
+        t = s * dt
+        bc2 = bc.at[:, p].set(xc)
+        bo2 = bo.at[:, p].set(xo)
+        tau = jnp.where(pos < p, 1.0, jnp.where(pos == p, t, 0.0))
+        tau = jnp.broadcast_to(tau, (B, W))
+        vc, vo = dyn(bc2, bo2, tau, motion, layout, layout_on)
+        return (xc + dt * vc[:, p], xo + dt * vo[:, p])
+
+    return jax.lax.fori_loop(0, cfg.sample_steps, euler, (xc, xo))

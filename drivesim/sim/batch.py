@@ -46,3 +46,36 @@ def run_sharded(planner, logs, t0, horizon: int, cfg: SimConfig = SimConfig(), m
     args = jax.device_put((logs, jnp.asarray(t0, jnp.int32), keys), shard)
     fn = jax.jit(jax.vmap(one), in_shardings=(shard, shard, shard), out_shardings=shard)
     return fn(*args)
+
+
+def run_sharded_wm(handle, planner, logs, t0, contexts, horizon: int, cfg=None, metrics: MetricConfig = MetricConfig(),
+                   devices=None, seed: int = 0) -> Scores:  # fmt: skip
+    """`run_sharded` under the world-model engine: one sampled future per scenario (key from
+    `seed` and the scenario's index), the world model's weights replicated, the scenarios (logs,
+    t0 (N,), contexts: a `wm_engine.Context` of stacked arrays) sharded over the devices."""
+    from drivesim.metrics.closed_loop import wm_pdms_terms
+    from drivesim.sim import wm_engine
+    from drivesim.sim.engine import Trace
+
+    cfg = cfg or wm_engine.WMConfig()
+    mesh = scenario_mesh(devices)
+    n = np.asarray(t0).shape[0]
+    if n % mesh.size:
+        raise ValueError(f"{n} scenarios do not split evenly over {mesh.size} devices; pad the batch")
+    shard = NamedSharding(mesh, P("scenarios"))
+    replicated = NamedSharding(mesh, P())
+    terms_fn = wm_pdms_terms(metrics)
+
+    def one(model, log, start, context, key):
+        state = wm_engine.reset(model, log, start, context, key, cfg)
+        _, tr = wm_engine.rollout(
+            model, state, planner, planner.init(jax.random.key(seed)), horizon, key, cfg, terms_fn
+        )
+        trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
+        return evaluate(state.base, trace, horizon, metrics)
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
+    handle = jax.device_put(handle, replicated)
+    args = jax.device_put((logs, jnp.asarray(t0, jnp.int32), contexts, keys), shard)
+    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)), out_shardings=shard)
+    return fn(handle, *args)

@@ -31,13 +31,30 @@ def leaderboard(results: dict):
     for k in ("nc", "dac", "ttc", "ep", "c", "cls"):
         t.add_column(k.upper(), justify="right")
     t.add_column("fail", justify="right")
+    wm = results["engine"] == "world-model"
+    ref = "agreement" in results
+    if wm:
+        t.add_column("worst", justify="right")
+    if ref:
+        t.add_column("reference PDMS", justify="right")
+        t.add_column("gap", justify="right")
     for i, name in enumerate(results["ranking"]):
         p = results["planners"][name]
         lo, hi = p["pdms_ci"]
+        extra = [f"{p['pdms_worst']:.3f}"] if wm else []
+        if ref:
+            extra += [f"{p['pdms_reference']:.3f}", f"{p['pdms_gap']:+.3f}"]
         t.add_row(
             str(i + 1), name, f"{p['pdms']:.3f}", f"[{lo:.3f}, {hi:.3f}]",
-            *(f"{p[k]:.3f}" for k in ("nc", "dac", "ttc", "ep", "c", "cls")), str(p["failures"]),
+            *(f"{p[k]:.3f}" for k in ("nc", "dac", "ttc", "ep", "c", "cls")), str(p["failures"]), *extra,
         )  # fmt: skip
+    if ref:
+        a = results["agreement"]
+        t.caption = (
+            f"rank agreement with the reference engine: Kendall tau {a['kendall_tau']:.3f} "
+            f"[{a['kendall_tau_ci'][0]:.3f}, {a['kendall_tau_ci'][1]:.3f}], Spearman rho {a['spearman_rho']:.3f} "
+            f"[{a['spearman_rho_ci'][0]:.3f}, {a['spearman_rho_ci'][1]:.3f}]; largest |PDMS gap| {a['max_abs_gap']:.3f}"
+        )
     return t
 
 
@@ -50,7 +67,7 @@ def write_results(results: dict, out: Path) -> list[Path]:
             "ego_progress", "expert_progress"]  # fmt: skip
     tmp = out / ".results.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for row in results["scenarios"]:
             w.writerow({**row, "tags": "|".join(row["tags"])})
