@@ -58,7 +58,8 @@ def context(log, t0=T0):
     )
 
 
-def run_fn(handle, horizon, cfg=wm_engine.WMConfig()):
+def run_fn(handle, horizon, cfg=None):
+    cfg = cfg or wm_engine.WMConfig()
     planner = IdmPlanner()
     terms = wm_pdms_terms()
 
