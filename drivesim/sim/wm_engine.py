@@ -445,6 +445,15 @@ def step(handle: ModelHandle, state: WMState, trajectory: Trajectory, rng, cfg: 
     return jax.lax.cond(due, lambda s: keyframe(handle, s, rng, cfg), lambda s: s, state)
 
 
+def plan_with(planner, params, handle: ModelHandle, state: WMState, rng, cfg: WMConfig) -> Trajectory:
+    """Call a planner: `planner.plan(params, observe(state), rng)`, or, for a planner that plans with
+    the world model itself (`planner.needs_world_model` true), `planner.plan_wm(params, state,
+    handle, cfg, rng)`: it gets the engine state (the model's latent window) to imagine futures."""
+    if getattr(planner, "needs_world_model", False):
+        return planner.plan_wm(params, state, handle, cfg, rng)
+    return planner.plan(params, observe(state, cfg), rng)
+
+
 def rollout(
     handle: ModelHandle, state: WMState, planner, params, horizon: int, rng, cfg: WMConfig = WMConfig(), terms_fn=None
 ) -> tuple[WMState, WMTrace]:
@@ -481,7 +490,7 @@ def rollout(
 
         def plan_cycle(dyn, c):
             st = join(dyn)
-            traj = planner.plan(params, observe(st, cfg), jax.random.fold_in(k_plan, c))
+            traj = plan_with(planner, params, handle, st, jax.random.fold_in(k_plan, c), cfg)
             bad = ~(jnp.all(jnp.isfinite(traj.xy)) & jnp.all(jnp.isfinite(traj.yaw)))
             xy = jnp.where(bad, jnp.zeros_like(traj.xy), traj.xy)
             plan_global = to_global(jnp.concatenate([jnp.zeros((1, 2), xy.dtype), xy]), st.base.ego.xy, st.base.ego.yaw)
