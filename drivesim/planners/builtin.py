@@ -46,6 +46,26 @@ class LogReplay:
 
 
 @dataclasses.dataclass(frozen=True)
+class FollowPoses:
+    """A commanded ego path (an ego edit): params are the global rear-axle poses (N, 3) [x, y, yaw],
+    one per 0.1 s after the scenario's start; each call returns the next `horizon` of them in the
+    current ego frame (the last pose repeats past the end)."""
+
+    name: str = "follow_poses"
+    horizon: int = 40
+
+    def init(self, rng):
+        raise ValueError("FollowPoses has no parameters of its own: pass the poses (N, 3) as params")
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        poses = jnp.asarray(params, jnp.float32)
+        i = jnp.round(obs.time / SIM_DT).astype(jnp.int32)
+        k = jnp.clip(i + jnp.arange(self.horizon), 0, poses.shape[0] - 1)
+        xy = to_ego_frame(poses[k, :2], obs.ego.xy, obs.ego.yaw)
+        return _traj(xy, wrap(poses[k, 2] - obs.ego.yaw))
+
+
+@dataclasses.dataclass(frozen=True)
 class ConstantVelocity:
     """Straight ahead at the current speed."""
 

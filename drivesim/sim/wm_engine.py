@@ -67,6 +67,10 @@ class WMConfig:
     min_cover: float = 0.25
     """A tracked agent whose best box covers less than this fraction of predicted agent cells is
     gone (the model dropped it)."""
+    explain_margin: float = 1.5
+    """Predicted agent cells within this distance (m) of a tracked box belong to it."""
+    min_block_cells: int = 2
+    """Agent cells a block needs to stand for an unexplained agent."""
     smoothing: float = 0.5
     """Weight of the previous velocity when a tracked agent's velocity is re-measured."""
     min_moving: float = 0.5
@@ -168,6 +172,8 @@ class WMTrace:
       agents: the predicted agents (extrapolated between keyframes) at every step;
       grids: (K + 1, G, G) int8 the predicted grid at the start and at each later keyframe;
       key_xy: (K + 1, 2), key_yaw: (K + 1,) the ego poses of those keyframes.
+      images: (K + 1, 6, h, w, 3) uint8 the decoded views of those keyframes (the first: zeros)
+        with `decode_cameras`, else None.
     """
 
     ego: EgoState
@@ -178,6 +184,7 @@ class WMTrace:
     grids: jnp.ndarray
     key_xy: jnp.ndarray
     key_yaw: jnp.ndarray
+    images: jnp.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------ grid geometry
@@ -234,14 +241,16 @@ def _in_boxes(points, xy, yaw, size, valid, margin: float = 0.5):
     return jnp.any(inside, axis=-1)
 
 
-def track_agents(tracked: Seen, grid, ego_xy, ego_yaw, cfg: WMConfig, dt: float = 0.5) -> Seen:
+def track_agents(tracked: Seen, grid, ego_xy, ego_yaw, cfg: WMConfig, dt: float = 0.5, given=None) -> Seen:
     """Follow known agents into a new predicted grid.
 
-    Each valid agent is moved at its velocity for `dt`, then shifted (within `cfg.search` metres,
+    Each valid agent is moved at its velocity for `dt` (layout-guided: put where the layout `given`
+    (an AgentState of the same slots) told the model to render it), then shifted (within `cfg.search` metres,
     `cfg.search_step` apart) to where its box covers the most predicted agent cells; its velocity
     becomes the measured displacement over `dt` (smoothed by `cfg.smoothing`). An agent whose
     best box covers less than `cfg.min_cover` of agent cells inside the predicted grid is gone
-    (the model let it vanish); outside the grid it keeps moving as it did.
+    (the model let it vanish); outside the grid it keeps moving as it did. With `given`, speeds and
+    headings are the layout's (only the positions are read off the prediction).
 
     Args:
       tracked: the agents at the previous keyframe (global frame).
@@ -250,6 +259,8 @@ def track_agents(tracked: Seen, grid, ego_xy, ego_yaw, cfg: WMConfig, dt: float 
     ag = tracked.agents
     heading = jnp.stack([jnp.cos(ag.yaw), jnp.sin(ag.yaw)], axis=-1)
     guess = ag.xy + (ag.speed * dt)[:, None] * heading
+    if given is not None:
+        guess = given.xy
     n = int(round(cfg.search / cfg.search_step))
     offs = jnp.arange(-n, n + 1) * cfg.search_step
     ox, oy = jnp.meshgrid(offs, offs, indexing="ij")
@@ -282,23 +293,28 @@ def track_agents(tracked: Seen, grid, ego_xy, ego_yaw, cfg: WMConfig, dt: float 
     yaw = jnp.where(flip, ag.yaw, yaw)
     speed = jnp.where(flip | ~moving, 0.0, speed)
     valid = ag.valid & (found | ~inside)
+    if given is not None:
+        yaw, speed, valid = given.yaw, given.speed, given.valid & (found | ~inside)
     return tracked.replace(agents=AgentState(xy=xy, yaw=yaw, speed=speed, valid=valid))
 
 
 def unexplained_blocks(grid, tracked: Seen, ego_xy, ego_yaw, count: int, cfg: WMConfig) -> Seen:
     """Predicted agent cells that no tracked agent explains (agents the model made up or moved
-    far), as `count` static `cfg.block`-metre boxes, the nearest first."""
+    far), as `count` static `cfg.block`-metre boxes, the nearest first. Cells within
+    `cfg.explain_margin` of a tracked box are its (the prediction is blurry); a block needs
+    `cfg.min_block_cells` agent cells (single cells are noise)."""
     G = grid.shape[0]
     r = 2 * OCC_EXTENT / G
     c = cell_centres(G, OCC_EXTENT)
     x, y = jnp.meshgrid(c, c, indexing="ij")
     pts = to_global(jnp.stack([x, y], axis=-1).reshape(-1, 2), ego_xy, ego_yaw)
     ag = tracked.agents
-    covered = _in_boxes(pts, ag.xy, ag.yaw, tracked.size, ag.valid).reshape(G, G)
+    covered = _in_boxes(pts, ag.xy, ag.yaw, tracked.size, ag.valid, cfg.explain_margin).reshape(G, G)
     free_agent = jnp.where((grid >= OCC_VEHICLE) & ~covered, grid, 0)
     b = cfg.block
     nb = G // b
-    blocks = free_agent[: nb * b, : nb * b].reshape(nb, b, nb, b).max(axis=(1, 3))
+    cut = free_agent[: nb * b, : nb * b].reshape(nb, b, nb, b)
+    blocks = jnp.where(jnp.sum(cut > 0, axis=(1, 3)) >= cfg.min_block_cells, cut.max(axis=(1, 3)), 0)
     cb = cell_centres(nb, OCC_EXTENT)
     bx, by = jnp.meshgrid(cb, cb, indexing="ij")
     score = jnp.where(blocks >= OCC_VEHICLE, -jnp.hypot(bx, by), -jnp.inf).reshape(-1)
@@ -314,10 +330,10 @@ def unexplained_blocks(grid, tracked: Seen, ego_xy, ego_yaw, count: int, cfg: WM
     )
 
 
-def read_world(grid, tracked: Seen, ego_xy, ego_yaw, cfg: WMConfig, dt: float) -> tuple[Seen, Seen]:
+def read_world(grid, tracked: Seen, ego_xy, ego_yaw, cfg: WMConfig, dt: float, given=None) -> tuple[Seen, Seen]:
     """(tracked agents followed into `grid`, everything the planner and the scores see: the
-    tracked agents then the unexplained blocks)."""
-    tracked = track_agents(tracked, grid, ego_xy, ego_yaw, cfg, dt)
+    tracked agents then the unexplained blocks). `given`: the layout (guided)."""
+    tracked = track_agents(tracked, grid, ego_xy, ego_yaw, cfg, dt, given)
     extra = unexplained_blocks(grid, tracked, ego_xy, ego_yaw, cfg.extra_agents, cfg)
     return tracked, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tracked, extra)
 
@@ -415,7 +431,8 @@ def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig(
     cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
     grid = model.decode_occupancy(xo[0])
     images = model.decode_cameras(xc[0]) if cfg.decode_cameras else state.images
-    tracked, seen = read_world(grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT)
+    given = base.agents if cfg.layout else None
+    tracked, seen = read_world(grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
     return state.replace(
         cam=cam, occ=occ, motion=motion, layout=layout, count=state.count + 1,
         key_xy=ego.xy, key_yaw=ego.yaw, key_step=base.step, grid=grid, tracked=tracked, seen=seen, images=images,
@@ -513,10 +530,11 @@ def rollout(
         dyn, outs = jax.lax.scan(plan_cycle, carry, jnp.arange(K // every))
         outs = jax.tree.map(lambda a: a.reshape((K,) + a.shape[2:]), outs)
         nxt = keyframe(handle, join(dyn), k_model, cfg)
-        return split(nxt), (outs, nxt.grid.astype(jnp.int8), nxt.key_xy, nxt.key_yaw)
+        images = nxt.images if cfg.decode_cameras else None
+        return split(nxt), (outs, nxt.grid.astype(jnp.int8), nxt.key_xy, nxt.key_yaw, images)
 
     keys = jax.random.split(rng, cycles)
-    final, (outs, grids, key_xy, key_yaw) = jax.lax.scan(frame, split(state), keys)
+    final, (outs, grids, key_xy, key_yaw, images) = jax.lax.scan(frame, split(state), keys)
     final = join(final)
     flat = jax.tree.map(lambda a: a.reshape((cycles * K,) + a.shape[2:])[:horizon], outs)
     ego, agents, terms, bad, valid = flat
@@ -534,6 +552,7 @@ def rollout(
     return final, WMTrace(
         ego=ego, agents=agents, terms=terms, plan_nan=bad, valid=valid,
         grids=cat(state.grid.astype(jnp.int8), grids), key_xy=cat(state.key_xy, key_xy), key_yaw=cat(state.key_yaw, key_yaw),
+        images=None if images is None else cat(state.images, images),
     )  # fmt: skip
 
 
