@@ -14,10 +14,12 @@ fidelity numbers measure the world, not the ego.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from drivesim.errors import DataError
@@ -87,13 +89,17 @@ def load_scene(dataroot, version: str, scene: str):
     return load_log(nusc, scene, load)
 
 
-def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, terms_fn, metrics):
-    """K sampled world-model rollouts (one per key) and their scores; host arrays."""
-    from drivesim.metrics.closed_loop import evaluate
+@functools.lru_cache(maxsize=16)
+def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
+    """jit of reset -> K sampled world-model rollouts (vmap over keys) -> scores (cached per
+    planner and settings: a second counterfactual of the same shapes does not recompile)."""
+    from drivesim.metrics.closed_loop import evaluate, wm_pdms_terms
     from drivesim.sim.engine import Trace
 
+    terms_fn = wm_pdms_terms(metrics)
+
     @jax.jit
-    def run(handle, log, context, keys):
+    def run(handle, log, t0, context, params, keys):
         state = wm_engine.reset(handle, log, t0, context, None, cfg)
 
         def one(key):
@@ -103,21 +109,31 @@ def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, terms_fn
 
         return jax.vmap(one)(keys)
 
-    scores, tr = run(handle, log, context, keys)
+    return run
+
+
+def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, metrics):
+    """K sampled world-model rollouts (one per key) and their scores; host arrays."""
+    scores, tr = _run_fn(planner, horizon, cfg, metrics)(handle, log, jnp.int32(t0), context, params, keys)
     return jax.tree.map(np.asarray, scores), jax.tree.map(np.asarray, tr)
 
 
-def _reference(log, t0, planner, params, horizon, sim_cfg, metrics):
+@functools.lru_cache(maxsize=16)
+def _reference_fn(planner, horizon: int, sim_cfg, metrics):
     from drivesim.metrics.closed_loop import evaluate, pdms_terms
     from drivesim.sim import engine
 
     @jax.jit
-    def run(log):
+    def run(log, t0, params):
         state = engine.reset(log, t0, None, sim_cfg)
         _, trace = engine.rollout(state, planner, params, horizon, jax.random.key(0), sim_cfg, pdms_terms(metrics))
         return evaluate(state, trace, horizon, metrics)
 
-    scores = run(log)
+    return run
+
+
+def _reference(log, t0, planner, params, horizon, sim_cfg, metrics):
+    scores = _reference_fn(planner, horizon, sim_cfg, metrics)(log, jnp.int32(t0), params)
     return {k: float(np.asarray(getattr(scores, k))) for k in SCORE_KEYS}
 
 
@@ -145,7 +161,6 @@ def run_counterfactual(
 
     The ego follows an ego edit's path if there is one, else `planner` (closed loop), else the log.
     """
-    from drivesim.metrics.closed_loop import wm_pdms_terms
     from drivesim.metrics.pdms import MetricConfig
     from drivesim.planners.builtin import FollowPoses, LogReplay
     from drivesim.sim.engine import SimConfig
@@ -192,10 +207,9 @@ def run_counterfactual(
     sim_cfg = SimConfig(agents="idm" if agents == "reactive" else "log")
     cfg = wm_engine.WMConfig(sim=sim_cfg, layout=True, decode_cameras=True)
     metrics = MetricConfig()
-    terms = wm_pdms_terms(metrics)
     keys = jax.random.split(jax.random.key(seed), samples)
-    orig_scores, orig = _run(handle, log, step0, context, LogReplay(), None, steps, keys, cfg, terms, metrics)
-    edit_scores, edit = _run(handle, edited_log, step0, context, drive, params, steps, keys, cfg, terms, metrics)
+    orig_scores, orig = _run(handle, log, step0, context, LogReplay(), None, steps, keys, cfg, metrics)
+    edit_scores, edit = _run(handle, edited_log, step0, context, drive, params, steps, keys, cfg, metrics)
     reference = _reference(edited_log, step0, drive, params, steps, sim_cfg, metrics)
 
     def ego_frames(tr):
