@@ -67,9 +67,9 @@ class WMConfig:
     min_cover: float = 0.25
     """A tracked agent whose best box covers less than this fraction of predicted agent cells is
     gone (the model dropped it)."""
-    explain_margin: float = 1.5
+    explain_margin: float = 2.5
     """Predicted agent cells within this distance (m) of a tracked box belong to it."""
-    min_block_cells: int = 2
+    min_block_cells: int = 4
     """Agent cells a block needs to stand for an unexplained agent."""
     smoothing: float = 0.5
     """Weight of the previous velocity when a tracked agent's velocity is re-measured."""

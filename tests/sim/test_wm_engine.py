@@ -171,7 +171,7 @@ def test_scores_come_from_the_prediction(handle, sim_logs):
     by_map = wm_pdms_terms(drivable="map")(state.replace(grid=jnp.full((G, G), OCC_WALKWAY, jnp.int32)), state.base.ego)
     assert bool(by_map.drivable)
     # a car painted just ahead of the ego, with no tracked agent: an unexplained block in its way
-    car = road.at[G // 2 - 4 : G // 2 - 1, G // 2 - 1 : G // 2 + 1].set(OCC_VEHICLE)
+    car = road.at[G // 2 - 6 : G // 2 - 2, G // 2 - 2 : G // 2 + 2].set(OCC_VEHICLE)
     tracked = state.tracked.replace(
         agents=state.tracked.agents.replace(valid=jnp.zeros_like(state.tracked.agents.valid))
     )
@@ -183,6 +183,10 @@ def test_scores_come_from_the_prediction(handle, sim_logs):
                          wm_engine.unexplained_blocks(road, tracked, state.key_xy, state.key_yaw, 16, wm_engine.WMConfig()))  # fmt: skip
     ok = terms(state.replace(grid=road, tracked=tracked, seen=clear), state.base.ego)
     assert float(ok.collision) == 1.0 and bool(ok.ttc_ok)
+    # a lone predicted agent cell is noise, not an agent
+    speck = road.at[G // 2 - 4, G // 2].set(OCC_VEHICLE)
+    none = wm_engine.unexplained_blocks(speck, tracked, state.key_xy, state.key_yaw, 16, wm_engine.WMConfig())
+    assert not bool(none.agents.valid.any())
 
 
 SHARD_SCRIPT = textwrap.dedent(
