@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 SETTINGS = {
-    "free, drivable: prediction + map": dict(layout=False, drivable="both"),
-    "free, drivable: map": dict(layout=False, drivable="map"),
-    "guided, drivable: prediction + map": dict(layout=True, drivable="both"),
-    "guided, drivable: map": dict(layout=True, drivable="map"),
+    "free / DAC: prediction+map": dict(layout=False, drivable="both"),
+    "free / DAC: map": dict(layout=False, drivable="map"),
+    "guided / DAC: prediction+map": dict(layout=True, drivable="both"),
+    "guided / DAC: map": dict(layout=True, drivable="map"),
 }
 
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", type=int, default=16)
     ap.add_argument("--samples", type=int, default=1)
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of the settings")
+    ap.add_argument("--settings", default=";".join(SETTINGS), help="semicolon-separated subset of the settings")
     ap.add_argument("--out", default="experiments/results/wm_validity.json")
     args = ap.parse_args(argv)
     con = Console()
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     con.print("reference: " + ", ".join(f"{p} {ref[p].mean():.3f}" for p in planners))
     out = {"scenarios": len(scenarios), "samples": args.samples, "horizon_s": base.horizon / 10,
            "reference": {p: float(ref[p].mean()) for p in planners}, "settings": {}}  # fmt: skip
-    for name in args.settings.split(","):
+    for name in args.settings.split(";"):
         s = SETTINGS[name]
         cfg = dataclasses.replace(base, wm=wm_engine.WMConfig(sim=base.sim, layout=s["layout"]), drivable=s["drivable"])
         tic = time.perf_counter()
