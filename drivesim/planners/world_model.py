@@ -19,16 +19,19 @@ and roll the model forward from a copy of it, once per candidate trajectory and 
   differentiable function of the trajectory).
 
 Cost. One call imagines `len(candidates) * samples * frames` frames, each `sample_steps` passes
-of the dynamics transformer over the whole window; the defaults (9 candidates, 1 sample, 3
-frames, 2 Euler steps) take about 2 s per call with the shipped small model on a 2-core CPU. Run
-them with one plan per world-model frame:
+of the dynamics transformer over the whole window; with the defaults (8 candidates, 1 sample, 3
+frames, 2 Euler steps) and the shipped small model a closed-loop run costs about 1.8 s of a
+2-core CPU per call and scenario (8 scenarios vmapped). Run them with one plan per world-model
+frame:
 
-    drivesim bench --engine world-model --layout guided --replan-every 5 ...
+    drivesim bench --engine world-model --layout guided --replan-every 5 \
+        --planner-module drivesim.planners.world_model:WorldModelMPC
 
-(`WMConfig(sim=SimConfig(replan_every=5), layout=True)`; with `replan_every=1` they plan five
-times as often.) Layout-guided, the imagined frames are conditioned on the agents the planner
-sees, moved at constant velocity (the model renders that forecast; the window's past frames were
-conditioned on the true boxes); free-running, the model forecasts the agents itself.
+(`WMConfig(sim=SimConfig(replan_every=5), layout=True)` in `drivesim.metrics.benchmark.BenchConfig`;
+with `replan_every=1` they plan five times as often.) Layout-guided, the imagined frames are
+conditioned on the agents the planner sees, moved at constant velocity (the model renders that
+forecast; the window's past frames were conditioned on the true boxes); free-running, the model
+forecasts the agents itself.
 
 `plan(params, observation, rng)` (no model at hand, e.g. under the reference engine) returns
 the fastest proposal in the lane, so both planners still satisfy the `Planner` protocol.
@@ -48,9 +51,9 @@ import optax
 from flax import struct
 
 from drivesim.data.classes import OCC_OBSTACLE, OCC_VEHICLE
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, MapData
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, EGO_WHEELBASE, MapData
 from drivesim.metrics.geometry import box_corners
-from drivesim.metrics.pdms import DRIVABLE_CLASSES, MetricConfig, comfort, comfort_extremes, route_progress  # noqa: F401
+from drivesim.metrics.pdms import DRIVABLE_CLASSES, MetricConfig, comfort, comfort_extremes, route_progress
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.world import layout_grid, sample_frame
 from drivesim.planners.builtin import (
@@ -66,7 +69,7 @@ from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
 from drivesim.sim.paths import point_at
 from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
-N_CLASSES_AGENT = OCC_VEHICLE
+FIRST_AGENT_CLASS = OCC_VEHICLE
 """Occupancy classes from this id on are agents (vehicle, pedestrian, cyclist, obstacle)."""
 
 
@@ -174,15 +177,16 @@ def imagine(
 
 
 # ------------------------------------------------------------------------------ footprints
-def _footprint_local(front_only: bool, n_lon: int = 5, n_lat: int = 3) -> jnp.ndarray:
-    """(P, 2) sample points of the ego box in the ego (rear-axle) frame; `front_only`: the part
-    ahead of the rear axle (what an at-fault collision touches)."""
+def _footprint_local(front_only: bool, inset: float = 0.0, n_lon: int = 5, n_lat: int = 3) -> jnp.ndarray:
+    """(P, 2) sample points of the ego box in the ego (rear-axle) frame, shrunk by `inset` metres
+    at the sides and the ends; `front_only`: the part ahead of the rear axle (what an at-fault
+    collision touches)."""
     length, width = EGO_SIZE[0], EGO_SIZE[1]
-    rear = EGO_REAR_AXLE_TO_CENTER - length / 2
-    front = EGO_REAR_AXLE_TO_CENTER + length / 2
+    rear = EGO_REAR_AXLE_TO_CENTER - length / 2 + inset
+    front = EGO_REAR_AXLE_TO_CENTER + length / 2 - inset
     lo = 0.0 if front_only else rear
     u = lo + (jnp.arange(n_lon) + 0.5) / n_lon * (front - lo)
-    v = ((jnp.arange(n_lat) + 0.5) / n_lat - 0.5) * width
+    v = ((jnp.arange(n_lat) + 0.5) / n_lat - 0.5) * (width - 2 * inset)
     uu, vv = jnp.meshgrid(u, v, indexing="ij")
     return jnp.stack([uu.reshape(-1), vv.reshape(-1)], axis=-1)
 
@@ -227,11 +231,22 @@ def bilinear(values, grid_xy, grid_yaw, points):
 
 # ------------------------------------------------------------------------------ scores on grids
 @jax.named_scope("grid_terms")
-def grid_terms(grids, frame_xy, frame_yaw, frame_speed, ttc_times=(0.5, 0.9), stopped_speed: float = 0.05):
+def grid_terms(
+    grids,
+    frame_xy,
+    frame_yaw,
+    frame_speed,
+    ttc_times=(0.5, 0.9),
+    stopped_speed: float = 0.05,
+    inset: float = 0.0,
+    min_cells: int = 1,
+):
     """PDMS terms of an ego passing through imagined grids.
 
     Frame j's grid is made around the ego's pose at that frame. The ego is at fault when it moves
-    and a predicted agent cell lies under its footprint ahead of the rear axle. Time to
+    and predicted agent cells lie under its footprint ahead of the rear axle (at least
+    `min_cells` of its 15 sample points, the footprint shrunk by `inset` m: the predicted grids'
+    1 m cells, max-pooled from 0.5 m, make every agent about half a cell larger). Time to
     collision: the ego, projected at constant speed and heading `ttc_times` seconds ahead, is on
     an agent cell of the grid nearest that time (frames are 0.5 s apart; the last grid stands for
     later times). Drivable: every box corner on a drivable (or agent) cell of the grid.
@@ -244,14 +259,14 @@ def grid_terms(grids, frame_xy, frame_yaw, frame_speed, ttc_times=(0.5, 0.9), st
       drivable (F,) bool.
     """
     F = grids.shape[0]
-    front = _footprint_local(front_only=True)
+    front = _footprint_local(front_only=True, inset=inset)
     corners = _corners_local()
     drivable_ids = jnp.asarray(DRIVABLE_CLASSES)
 
     def agent_under(k, xy, yaw):
         cls = wm_engine.lookup(grids[k], frame_xy[k], frame_yaw[k], to_global(front, xy, yaw))
-        agent = cls >= N_CLASSES_AGENT
-        return jnp.any(agent), jnp.any(agent & (cls != OCC_OBSTACLE))
+        agent = cls >= FIRST_AGENT_CLASS
+        return jnp.sum(agent) >= min_cells, jnp.sum(agent & (cls != OCC_OBSTACLE)) >= min_cells
 
     def per_frame(j):
         xy, yaw, v = frame_xy[j], frame_yaw[j], frame_speed[j]
@@ -264,7 +279,7 @@ def grid_terms(grids, frame_xy, frame_yaw, frame_speed, ttc_times=(0.5, 0.9), st
             k = jnp.minimum(j + round(tau / 0.5), F - 1)
             ahead_hit = ahead_hit | agent_under(k, xy + v * tau * heading, yaw)[0]
         cls = wm_engine.lookup(grids[j], xy, yaw, to_global(corners, xy, yaw))
-        drivable = jnp.all(jnp.isin(cls, drivable_ids) | (cls >= N_CLASSES_AGENT))
+        drivable = jnp.all(jnp.isin(cls, drivable_ids) | (cls >= FIRST_AGENT_CLASS))
         return collision.astype(jnp.float32), ~(moving & ahead_hit), drivable
 
     return jax.vmap(per_frame)(jnp.arange(F))
@@ -272,17 +287,19 @@ def grid_terms(grids, frame_xy, frame_yaw, frame_speed, ttc_times=(0.5, 0.9), st
 
 def candidate_trace(ego: EgoState, xy, yaw) -> EgoState:
     """The ego along a candidate (global xy (K, 2), yaw (K,)), 10 Hz, for the comfort score: two
-    steps of history at the current acceleration, the ego now, then the K poses (K + 3 states),
+    steps of history at the current acceleration and yaw rate, the ego now, then the K poses (K + 3 states),
     so that a candidate that jerks away from what the car does now counts as uncomfortable."""
     K = xy.shape[0]
     seg = jnp.linalg.norm(jnp.diff(jnp.concatenate([ego.xy[None], xy]), axis=0), axis=-1)
     # the speed at the end of each step from the mean speed over it (v_k = 2 v_mid - v_{k-1})
     speed = jax.lax.scan(lambda v, vm: (jnp.maximum(2 * vm - v, 0.0),) * 2, ego.speed, seg / SIM_DT)[1]
-    hist = jnp.maximum(ego.speed - ego.accel * SIM_DT * jnp.array([2.0, 1.0]), 0.0)
-    speeds = jnp.concatenate([hist, ego.speed[None], speed])
+    back = SIM_DT * jnp.array([2.0, 1.0, 0.0])
+    speeds = jnp.concatenate([jnp.maximum(ego.speed - ego.accel * back[:2], 0.0), ego.speed[None], speed])
+    # the history turns as the car turns now (a straight history would make every curve a jerk)
+    yaw_rate = ego.speed * jnp.tan(ego.steer) / EGO_WHEELBASE
     return EgoState(
         xy=jnp.concatenate([jnp.broadcast_to(ego.xy, (3, 2)), xy]),
-        yaw=jnp.concatenate([jnp.broadcast_to(ego.yaw, (3,)), yaw]),
+        yaw=jnp.concatenate([ego.yaw - yaw_rate * back, yaw]),
         speed=speeds,
         accel=jnp.concatenate([jnp.broadcast_to(ego.accel, (3,)), jnp.diff(speeds[2:]) / SIM_DT]),
         steer=jnp.zeros(K + 3),
@@ -322,6 +339,29 @@ def _global_frames(xy, yaw, times, ego: EgoState):
     return to_global(fxy, ego.xy, ego.yaw), wrap(fyaw + ego.yaw), speed
 
 
+@struct.dataclass
+class MPCEvaluation:
+    """The proposals of one MPC call, imagined and scored.
+
+    Attributes:
+      xy (C, K, 2), yaw (C, K), offsets (C,): the proposals (ego frame) and their lateral offsets.
+      frame_xy (C, F, 2), frame_yaw (C, F): the global ego poses of the imagined frames.
+      grids: (C, S, F, G, G) int8 imagined BEV classes (each around its frame's pose).
+      pdms (C,): the worst score over the sampled futures; progress (C,) route progress (m).
+      terms: `WorldModelMPC.score_terms`.
+    """
+
+    xy: jnp.ndarray
+    yaw: jnp.ndarray
+    offsets: jnp.ndarray
+    frame_xy: jnp.ndarray
+    frame_yaw: jnp.ndarray
+    grids: jnp.ndarray
+    pdms: jnp.ndarray
+    progress: jnp.ndarray
+    terms: dict
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldModelMPC:
     """Imagine every proposal with the world model, score it on the imagined grids, keep the best."""
@@ -345,6 +385,17 @@ class WorldModelMPC:
     velocity (False: imagine free-running)."""
     drivable: str = "both"
     """Drivable area from the imagined grids and the map ("both"), or only one ("prediction", "map")."""
+    inset: float = 0.5
+    """Metres the ego footprint is shrunk by when it is checked against imagined agent cells (the
+    1 m cells make agents about half a cell larger)."""
+    min_cells: int = 2
+    """Footprint sample points (of 15) on imagined agent cells that make a collision (one stray
+    cell of a blurred prediction does not)."""
+    comfort_bounds: str = "longitudinal"
+    """Which comfort bounds a proposal is held to: "longitudinal" (acceleration, longitudinal
+    jerk) or "full" (nuPlan's, yaw included). The proposals' headings are the route's, a polyline:
+    in curves their yaw acceleration exceeds the bound where the tracked car's does not, and "full"
+    would prefer crawling through every turn."""
     offset_cost: float = 0.02
     """Score given up per metre of lateral offset (among equally scored proposals, keep the lane)."""
     metrics: MetricConfig = MetricConfig()
@@ -353,6 +404,8 @@ class WorldModelMPC:
     needs_world_model = True  # a class attribute: not a field, so not part of the hash
 
     def __post_init__(self):
+        if self.comfort_bounds not in ("longitudinal", "full"):
+            raise ValueError(f"comfort_bounds must be 'longitudinal' or 'full' (got {self.comfort_bounds!r})")
         if self.drivable not in ("both", "map", "prediction"):
             raise ValueError(f"drivable must be 'both', 'map' or 'prediction' (got {self.drivable!r})")
         if not self.candidates or self.frames < 1 or self.samples < 1:
@@ -368,22 +421,30 @@ class WorldModelMPC:
 
     def plan_wm(self, params, state: wm_engine.WMState, handle, cfg: wm_engine.WMConfig, rng) -> Trajectory:
         with jax.named_scope("wm_mpc"):
-            obs = wm_engine.observe(state, cfg)
-            xy, yaw, offsets = proposals(obs, self.idm, self.candidates, self.max_jerk, self.horizon)
-            times = frame_times(state, cfg, self.frames)
-            ego = state.base.ego
-            fxy, fyaw, _ = jax.vmap(lambda x, y: _global_frames(x, y, times, ego))(xy, yaw)
-            keys = jax.random.split(rng, self.samples)  # common random numbers across proposals
-            agents = (obs.agents, obs.agent_size, obs.agent_category) if self.forecast_layout else None
+            ev = self.evaluate(state, handle, cfg, rng)
+            best = self.choose(ev.pdms, ev.progress, ev.offsets)
+            return Trajectory(xy=ev.xy[best], yaw=ev.yaw[best])
 
-            def dream(x, y, k):
-                logits = imagine(handle, state, x, y, k, cfg, agents, times, self.sample_steps)
-                return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    def evaluate(self, state: wm_engine.WMState, handle, cfg: wm_engine.WMConfig, rng) -> MPCEvaluation:
+        """Every proposal, imagined and scored (what `plan_wm` chooses from; for diagnostics)."""
+        obs = wm_engine.observe(state, cfg)
+        xy, yaw, offsets = proposals(obs, self.idm, self.candidates, self.max_jerk, self.horizon)
+        times = frame_times(state, cfg, self.frames)
+        ego = state.base.ego
+        fxy, fyaw, _ = jax.vmap(lambda x, y: _global_frames(x, y, times, ego))(xy, yaw)
+        keys = jax.random.split(rng, self.samples)  # common random numbers across proposals
+        agents = (obs.agents, obs.agent_size, obs.agent_category) if self.forecast_layout else None
 
-            grids = jax.vmap(lambda x, y: jax.vmap(lambda k: dream(x, y, k))(keys))(fxy, fyaw)  # (C, S, F, G, G)
-            pdms, progress = self.score_candidates(ego, state.base.route, state.base.log.map, xy, yaw, grids, times)
-            best = self.choose(pdms, progress, offsets)
-            return Trajectory(xy=xy[best], yaw=yaw[best])
+        def dream(x, y, k):
+            logits = imagine(handle, state, x, y, k, cfg, agents, times, self.sample_steps)
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+        grids = jax.vmap(lambda x, y: jax.vmap(lambda k: dream(x, y, k))(keys))(fxy, fyaw)  # (C, S, F, G, G)
+        terms = self.score_terms(ego, state.base.route, state.base.log.map, xy, yaw, grids, times)
+        return MPCEvaluation(
+            xy=xy, yaw=yaw, offsets=offsets, frame_xy=fxy, frame_yaw=fyaw, grids=grids.astype(jnp.int8),
+            pdms=jnp.min(terms["pdms"], axis=-1), progress=terms["progress"], terms=terms,
+        )  # fmt: skip
 
     def score_candidates(self, ego: EgoState, route: Route, map: MapData, xy, yaw, grids, times):
         """PDMS of each proposal on its imagined grids, the worst over the sampled futures.
@@ -396,11 +457,19 @@ class WorldModelMPC:
         Returns:
           pdms (C,) and route progress (C,) m over the proposal.
         """
+        terms = self.score_terms(ego, route, map, xy, yaw, grids, times)
+        return jnp.min(terms["pdms"], axis=-1), terms["progress"]
+
+    def score_terms(self, ego: EgoState, route: Route, map: MapData, xy, yaw, grids, times) -> dict:
+        """The PDMS terms behind `score_candidates`: nc, dac, ttc, pdms (C, S) per sampled
+        future, ep, c and progress (C,)."""
         ref = self.idm.target_speed * xy.shape[1] * SIM_DT
 
         def one(x, y, g):
             fxy, fyaw, fspeed = _global_frames(x, y, times, ego)
-            collision, ttc_ok, drivable = jax.vmap(lambda gs: grid_terms(gs, fxy, fyaw, fspeed))(g)  # (S, F)
+            collision, ttc_ok, drivable = jax.vmap(
+                lambda gs: grid_terms(gs, fxy, fyaw, fspeed, inset=self.inset, min_cells=self.min_cells)
+            )(g)  # (S, F)
             nc = jnp.min(collision, axis=-1)
             ttc = jnp.all(ttc_ok, axis=-1).astype(jnp.float32)
             gxy, gyaw = to_global(x, ego.xy, ego.yaw), wrap(y + ego.yaw)
@@ -410,11 +479,21 @@ class WorldModelMPC:
             dac = dac[self.drivable].astype(jnp.float32)
             progress = route_progress(route, gxy[-1]) - route_progress(route, ego.xy)
             ep = jnp.clip(progress / ref, 0.0, 1.0)
-            c = comfort(candidate_trace(ego, gxy, gyaw), SIM_DT, self.metrics)
+            c = self.comfort(candidate_trace(ego, gxy, gyaw))
             pdms = nc * dac * (5.0 * ttc + 5.0 * ep + 2.0 * c) / 12.0
-            return jnp.min(pdms), progress
+            return {"nc": nc, "dac": dac, "ttc": ttc, "ep": ep, "c": c, "pdms": pdms, "progress": progress}
 
         return jax.vmap(one)(xy, yaw, grids)
+
+    def comfort(self, trace: EgoState):
+        """() 1.0 if a proposal's trace is comfortable: all of nuPlan's bounds (`comfort="full"`),
+        or only the longitudinal ones (acceleration and longitudinal jerk)."""
+        if self.comfort_bounds == "full":
+            return comfort(trace, SIM_DT, self.metrics)
+        m = self.metrics
+        ext = comfort_extremes(trace, SIM_DT, m)
+        ok = (ext["min_lon_accel"] >= m.min_lon_accel) & (ext["max_lon_accel"] <= m.max_lon_accel)
+        return (ok & (ext["lon_jerk"] <= m.max_lon_jerk)).astype(jnp.float32)
 
     def choose(self, pdms, progress, offsets):
         """Index of the best proposal: the highest score, a little less per metre of lateral
@@ -459,7 +538,7 @@ def _hat_basis(steps: int, knots: int) -> jnp.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class GradientPlanner:
-    """Refine the IDM proposal by gradient steps of a smooth score surrogate through the world model.
+    """Refine the IDM proposal by gradient steps on a smooth score surrogate through the world model.
 
     The trajectory is the proposal plus corrections at `knots` instants (linearly interpolated):
     longitudinal acceleration (m/s^2, integrated into the speed) and lateral offset (m). The
@@ -468,12 +547,16 @@ class GradientPlanner:
         w_collision * P(agent) under the footprint ahead of the rear axle
       + w_ttc * P(agent) under that footprint projected 0.5 s and 0.9 s ahead
       + w_offroad * P(not drivable) under the box corners
-      - w_progress * distance / (target speed * horizon)
+      + w_progress * (progress lost against the proposal) / (target speed * horizon)
       + w_accel * mean accel^2 + w_jerk * mean jerk^2 + w_lateral * mean offset correction^2,
 
     P from the softmax of the decoded occupancy logits, sampled bilinearly under the footprint.
-    Adam for `steps` steps; the best iterate (the proposal included) is returned, so the plan
-    never scores worse on the surrogate than the proposal.
+    Progress is only lost, never won: IDM already drives at the speed it wants, so the model's
+    danger terms (and comfort) are what moves the plan. The steps are plain gradient steps
+    (`learning_rate`), each correction moving at most `max_step` per step: a small gradient makes
+    a small change (an adaptive optimiser would turn the model's noise into full-size steps). The
+    best iterate (the proposal included) is returned, so the plan never scores worse on the
+    surrogate than the proposal.
     """
 
     name: str = "wm_grad"
@@ -490,9 +573,12 @@ class GradientPlanner:
     """Layout-guided engine: condition the imagined frames on the seen agents at constant velocity."""
     knots: int = 8
     """Correction knots over the horizon (0.5 s apart for 4 s)."""
-    steps: int = 4
+    steps: int = 3
     """Gradient steps per call."""
-    learning_rate: float = 0.3
+    learning_rate: float = 3.0
+    """Step size (correction units per unit of surrogate gradient)."""
+    max_step: float = 0.5
+    """Largest change of one correction in one step (m/s^2 or m)."""
     w_collision: float = 4.0
     w_ttc: float = 2.0
     w_offroad: float = 2.0
@@ -515,7 +601,7 @@ class GradientPlanner:
     def plan_wm(self, params, state: wm_engine.WMState, handle, cfg: wm_engine.WMConfig, rng) -> Trajectory:
         with jax.named_scope("wm_grad"):
             prob = self.problem(state, cfg, rng)
-            theta, _ = self.refine(prob, handle, cfg)
+            theta, _, _ = self.refine(prob, handle, cfg)
             xy, yaw, _ = self.trajectory(theta, prob)
             return Trajectory(xy=xy, yaw=yaw)
 
@@ -563,7 +649,7 @@ class GradientPlanner:
         def risk(key):
             logits = imagine(handle, prob.state, fxy, fyaw, key, cfg, agents, prob.times, self.sample_steps)
             p = jax.nn.softmax(logits, axis=-1)  # (F, G, G, classes)
-            p_agent = jnp.sum(p[..., N_CLASSES_AGENT:], axis=-1)
+            p_agent = jnp.sum(p[..., FIRST_AGENT_CLASS:], axis=-1)
             p_drive = p_agent + jnp.sum(p[..., drivable_ids], axis=-1)
 
             def per_frame(j):
@@ -584,39 +670,44 @@ class GradientPlanner:
         danger = jnp.mean(jax.vmap(risk)(prob.keys))
         accel = jnp.diff(jnp.concatenate([ego.speed[None], speed])) / SIM_DT
         jerk = jnp.diff(jnp.concatenate([ego.accel[None], accel])) / SIM_DT
-        progress = jnp.sum(speed) * SIM_DT / (self.idm.target_speed * self.horizon * SIM_DT)
+        lost = jnp.maximum(jnp.sum(prob.speed) - jnp.sum(speed), 0.0) / (self.idm.target_speed * self.horizon)
         basis = _hat_basis(self.horizon, self.knots)
         return (
             danger
-            - self.w_progress * progress
+            + self.w_progress * lost
             + self.w_accel * jnp.mean(accel**2)
             + self.w_jerk * jnp.mean(jerk**2)
             + self.w_lateral * jnp.mean((basis @ theta["lateral"]) ** 2)
         )
 
     def refine(self, prob: GradProblem, handle, cfg: wm_engine.WMConfig):
-        """`steps` Adam steps on the surrogate from zero corrections. Returns the best corrections
-        seen and the surrogate at each iterate ((steps + 1,): the proposal first)."""
-        opt = optax.adam(self.learning_rate)
+        """`steps` clipped gradient steps on the surrogate from zero corrections.
+
+        Returns:
+          the best corrections seen (the proposal's zeros included), the surrogate at each
+          iterate ((steps + 1,): the proposal first) and the gradient at each step (like theta
+          with a leading (steps,) axis; non-finite entries are skipped by the update).
+        """
+        opt = optax.chain(optax.scale(-self.learning_rate), optax.clip(self.max_step))
         value_and_grad = jax.value_and_grad(lambda th: self.surrogate(th, prob, handle, cfg))
         theta = self.init_theta()
 
         def step(carry, _):
             th, st, best, best_cost = carry
             cost, g = value_and_grad(th)
-            g = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
             better = cost < best_cost
             best = jax.tree.map(lambda a, b: jnp.where(better, a, b), th, best)
             best_cost = jnp.where(better, cost, best_cost)
-            upd, st = opt.update(g, st, th)
-            return (optax.apply_updates(th, upd), st, best, best_cost), cost
+            safe = jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
+            upd, st = opt.update(safe, st, th)
+            return (optax.apply_updates(th, upd), st, best, best_cost), (cost, g)
 
         init = (theta, opt.init(theta), theta, jnp.asarray(jnp.inf, jnp.float32))
-        (last, _, best, best_cost), costs = jax.lax.scan(step, init, None, length=self.steps)
+        (last, _, best, best_cost), (costs, grads) = jax.lax.scan(step, init, None, length=self.steps)
         last_cost = self.surrogate(last, prob, handle, cfg)
         better = last_cost < best_cost
         best = jax.tree.map(lambda a, b: jnp.where(better, a, b), last, best)
-        return best, jnp.concatenate([costs, last_cost[None]])
+        return best, jnp.concatenate([costs, last_cost[None]]), grads
 
 
 # ------------------------------------------------------------------------------ scoring
