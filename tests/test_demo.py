@@ -12,7 +12,9 @@ from drivesim.viz.report import find_chromium, render_check
 
 @pytest.mark.skipif(not cli.DEFAULT_CHECKPOINT.exists(), reason="the shipped world model is not in this checkout")
 def test_demo_writes_a_report_that_renders(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "DEMO_BENCH", {**cli.DEMO_BENCH, "scenarios": 2, "horizon": 2.0, "planners": "idm,constant_velocity"})
+    monkeypatch.setattr(
+        cli, "DEMO_BENCH", {**cli.DEMO_BENCH, "scenarios": 2, "horizon": 2.0, "planners": "idm,constant_velocity"}
+    )
     monkeypatch.setattr(cli, "DEMO_COUNTERFACTUAL", {**cli.DEMO_COUNTERFACTUAL, "horizon": 1.0, "samples": 1})
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quiet", "--out", str(out)]) == 0

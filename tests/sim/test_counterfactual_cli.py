@@ -18,7 +18,9 @@ from drivesim import cli
 )
 def test_bad_edits_are_refused(tmp_path, capsys, edit, message):
     out = tmp_path / "cf"
-    code = cli.main(["counterfactual", "--quiet", "--scene", "scene-0008", "--t0", "4", "--edit", edit, "--out", str(out)])
+    code = cli.main(
+        ["counterfactual", "--quiet", "--scene", "scene-0008", "--t0", "4", "--edit", edit, "--out", str(out)]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("drivesim counterfactual: error:") and "\n" not in err
