@@ -326,7 +326,7 @@ def cmd_train(args) -> int:
     from drivesim.model.experiment import run
 
     exp = load_experiment(args.config, args.quick)
-    out = run(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
+    out = run(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet, base=args.base)
     print(f"trained world model written to {out.resolve()}")
     return 0
 
@@ -769,11 +769,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="out/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 
-    t = sub.add_parser("train", help="train a world model (tokenizers, then dynamics) from an experiment file")
+    t = sub.add_parser("train", help="train a world model (tokenizers, dynamics, BEV refiner) from an experiment file")
     t.add_argument("--config", required=True, help="experiments/<name>.py")
     t.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, loss curves, world_model.npz")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
     t.add_argument("--quick", action="store_true", help="the experiment's shrunk smoke-test version")
+    t.add_argument(
+        "--base", default=None, help="a trained model file: keep its tokenizers and dynamics, train only the refiner"
+    )
     t.set_defaults(func=cmd_train)
 
     w = sub.add_parser("eval-wm", help="score a world model: forecasts vs baselines, controllability")

@@ -197,9 +197,11 @@ def run(cfg: Config, out_dir: Path = OUT, only: tuple[str, ...] = ()) -> dict:
     print(f"{len(scenarios)} scenarios of {b.horizon / 10:g} s, replan every {b.sim.replan_every} steps", flush=True)
     path = out_dir / "results.json"
     results = json.loads(path.read_text()) if (only and path.exists()) else {}
+    # a run with --only merges into the last results: every command that wrote them is listed
+    command = " ".join([".venv/bin/python", "experiments/wm_planners.py", *sys.argv[1:]])
+    results["commands"] = [*results.get("commands", []), command]
     results.update(
         experiment="experiments/wm_planners.py",
-        command=" ".join(["python", "experiments/wm_planners.py", *sys.argv[1:]]),
         hardware=hardware(),
         config={
             "scenarios": len(scenarios),
@@ -237,6 +239,8 @@ def run(cfg: Config, out_dir: Path = OUT, only: tuple[str, ...] = ()) -> dict:
                 res = run_planner(planner, logs, scenarios, wb, model=handle, contexts=contexts)
             row[world] = summary(res, b)
             print(f"  PDMS {row[world]['pdms']:.3f} in {row[world]['seconds']:.0f} s", flush=True)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=1))  # after every run: a long one keeps its part
         if name in cfg.reference_every_step and "reference" in cfg.worlds:
             every = dataclasses.replace(b, wm=None, sim=dataclasses.replace(b.sim, replan_every=1))
             row["reference, replan every 0.1 s"] = summary(run_planner(planner, logs, scenarios, every), b)
@@ -244,8 +248,7 @@ def run(cfg: Config, out_dir: Path = OUT, only: tuple[str, ...] = ()) -> dict:
             for world in cfg.worlds[1:]:
                 if world in row:
                     row[f"gap {world}"] = row[world]["pdms"] - row["reference"]["pdms"]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1))  # after every planner: a long run keeps its part
+        path.write_text(json.dumps(results, indent=1))
     for other in ("idm", "wm_mpc_no_model"):  # paired differences over the same scenarios
         if other in rows and "wm_mpc" in rows and "reference" in rows[other] and "reference" in rows["wm_mpc"]:
             a = np.array(rows["wm_mpc"]["reference"]["per_scenario"]["pdms"])

@@ -26,7 +26,7 @@ from drivesim.train import TrainConfig
 
 def get_config(quick: bool = False) -> Experiment:
     exp = Experiment(
-        model=WorldModelConfig(motion_warp=True),
+        model=WorldModelConfig(motion_warp=True, occ_refine=True),
         data=TrainingData(),
         tokenizer=TrainConfig(
             steps=700, batch_size=16, learning_rate=1e-3, warmup_steps=50, weight_decay=1e-4,
@@ -36,6 +36,11 @@ def get_config(quick: bool = False) -> Experiment:
             steps=4000, batch_size=8, learning_rate=5e-4, warmup_steps=200, weight_decay=0.01,
             log_every=50, checkpoint_every=500,
         ),
+        refiner=TrainConfig(
+            steps=1500, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4,
+            log_every=25, checkpoint_every=250,
+        ),
+        refiner_clips=640,
     )  # fmt: skip
     if quick:
         exp = dataclasses.replace(
@@ -45,5 +50,7 @@ def get_config(quick: bool = False) -> Experiment:
             ),
             tokenizer=dataclasses.replace(exp.tokenizer, steps=40, log_every=10, checkpoint_every=20),
             dynamics=dataclasses.replace(exp.dynamics, steps=40, log_every=10, checkpoint_every=20, warmup_steps=10),
+            refiner=dataclasses.replace(exp.refiner, steps=40, log_every=10, checkpoint_every=20, warmup_steps=10),
+            refiner_clips=32,
         )
     return exp

@@ -12,6 +12,9 @@ OCC_EXTENT = 40.0
 """Half-size of the BEV grid (m)."""
 
 
+REFINE_FIELDS = ("occ_refine", "refine_channels", "refine_gap")
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
     """Sizes of the tokenizers and the dynamics transformer, and what the model sees."""
@@ -57,6 +60,16 @@ class WorldModelConfig:
     """Weight of the BEV tokens in the dynamics loss (cameras weigh 1)."""
     kl_weight: float = 1e-4
     """KL weight of the tokenizers (small: continuous, well-scaled latents, not a generative prior)."""
+    occ_refine: bool = False
+    """Refine each decoded BEV grid with a reference: the last known grid (the last context frame,
+    later the model's own), moved by the known ego motion into this frame at full resolution
+    (`drivesim.model.refine`). The coarse latents say what changed; the reference keeps the map
+    and the agents' shapes sharp."""
+    refine_channels: tuple[int, ...] = (32, 48, 64)
+    """Widths of the refiner's U-Net (each stage halves the resolution: 80x80 -> 20x20)."""
+    refine_gap: int = 6
+    """Most keyframes between the reference and the decoded frame: a longer rollout re-anchors on
+    its own decoded grid every this many keyframes (the refiner is trained on gaps 1 .. this)."""
     num_classes: int = 9
     """Occupancy classes (drivesim.data.classes)."""
     cameras: int = 6
@@ -90,6 +103,14 @@ class WorldModelConfig:
     def occ_tokens(self) -> int:
         return (self.occ_latent_grid // self.occ_patch) ** 2
 
+    def stage_fields(self) -> dict:
+        """The config without the refiner's fields: what the tokenizer and dynamics stages depend on
+        (their checkpoints stay valid when only the refiner changes)."""
+        d = dataclasses.asdict(self)
+        for k in REFINE_FIELDS:
+            d.pop(k)
+        return d
+
     def validate(self) -> None:
         r, c = self.cam_grid
         if r % 2 or c % 2 or r < 2:
@@ -100,5 +121,10 @@ class WorldModelConfig:
             )
         if self.frame_size[0] < self.image_size[0] or self.frame_size[1] < self.image_size[1]:
             raise ValueError(f"frame size {self.frame_size} is smaller than the image size {self.image_size}")
+        if self.occ_refine and (self.occ_grid % 2 ** (len(self.refine_channels) - 1) or self.refine_gap < 1):
+            raise ValueError(
+                f"refiner: {len(self.refine_channels)} stages do not divide the {self.occ_grid}x{self.occ_grid} grid, "
+                f"or refine_gap {self.refine_gap} < 1"
+            )
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")

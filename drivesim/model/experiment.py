@@ -45,12 +45,16 @@ class TrainingData:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A world-model training run: the model, its data, and the two stages' optimisation."""
+    """A world-model training run: the model, its data, and each stage's optimisation."""
 
     model: WorldModelConfig
     data: TrainingData
     tokenizer: TrainConfig
     dynamics: TrainConfig
+    refiner: TrainConfig | None = None
+    """Stage 3, the BEV refiner (needs `model.occ_refine`)."""
+    refiner_clips: int = 640
+    """Training clips whose futures the trained dynamics predict for the refiner to decode."""
 
 
 def ensure_training_data(data: TrainingData, frame_size=(64, 36), progress: bool = True) -> Path:
@@ -74,8 +78,12 @@ def _stage_done(workdir: Path, cfg: TrainConfig) -> bool:
     return (latest_step(workdir) or 0) >= cfg.steps
 
 
-def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True) -> Path:
-    """Train both stages and export the model; returns the exported file."""
+def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, base=None) -> Path:
+    """Train the stages and export the model; returns the exported file.
+
+    With `base` (a model file of the same config but for the refiner's fields), its tokenizers,
+    dynamics and latent statistics are taken as they are and only the refiner is trained.
+    """
     exp.model.validate()
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()) and not resume:
@@ -86,6 +94,10 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True) -
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "experiment.json").write_text(json.dumps(_jsonable(dataclasses.asdict(exp)), indent=1))
     cache = ensure_training_data(exp.data, exp.model.frame_size, progress)
+    if base is not None:
+        return save_world_model(
+            _refine_base(exp, Path(base), cache, workdir, resume, progress), workdir / "world_model.npz"
+        )
     tok_task = TokenizerTask(str(cache), exp.model, seed=exp.tokenizer.seed)
     tok_dir = workdir / "tokenizer"
     if not _stage_done(tok_dir, exp.tokenizer):
@@ -98,11 +110,76 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True) -
         train(dyn_task, exp.dynamics, dyn_dir, resume=resume or dyn_dir.exists(), progress=progress)
     dynamics = load_model(dyn_task, dyn_dir)
     model = assemble(exp.model, tokenizers, dynamics, clips.stats)
+    if exp.model.occ_refine:
+        model = train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
     return save_world_model(model, workdir / "world_model.npz")
 
 
+def train_refiner(exp: Experiment, model: WorldModel, cache: Path, workdir: Path, resume: bool, progress: bool):
+    """Stage 3: predict the futures of training clips with `model`, train its BEV refiner on them;
+    returns the model with the trained refiner."""
+    from drivesim.model.tasks import CacheScenes, PredictedLatents, RefinerTask
+
+    if exp.refiner is None:
+        raise ConfigError("the model has occ_refine=True but the experiment has no `refiner` TrainConfig")
+    data = CacheScenes(cache).check(exp.model)
+    if not _stage_done(workdir, exp.refiner):
+        saved = workdir / "predicted_latents.npz"  # a resumed run does not predict them again
+        if saved.exists():
+            predicted = PredictedLatents.load(saved)
+        else:
+            bar = _Progress(progress, "predicting training futures")
+            predicted = PredictedLatents(data, model, exp.model, max_clips=exp.refiner_clips, progress=bar.tick)
+            bar.close()
+            workdir.mkdir(parents=True, exist_ok=True)
+            predicted.save(saved)
+        task = RefinerTask(model, data, predicted, exp.model, seed=exp.refiner.seed)
+        train(task, exp.refiner, workdir, resume=resume or workdir.exists(), progress=progress)
+    else:
+        task = RefinerTask(model, data, None, exp.model, seed=exp.refiner.seed)  # to load it: no data needed
+    refiner = load_model(task, workdir)
+    nnx.update(model.refiner, nnx.state(refiner))
+    return model
+
+
+def _refine_base(exp: Experiment, base: Path, cache: Path, workdir: Path, resume: bool, progress: bool):
+    if not exp.model.occ_refine:
+        raise ConfigError("--base trains only the refiner, but the experiment's model has occ_refine=False")
+    prior = load_world_model(base)
+    if prior.cfg.stage_fields() != exp.model.stage_fields():
+        diff = [k for k, v in exp.model.stage_fields().items() if prior.cfg.stage_fields().get(k) != v]
+        raise ConfigError(
+            f"--base {base} was trained with another model config ({', '.join(diff)}); use a matching experiment"
+        )
+    model = WorldModel(exp.model, rngs=nnx.Rngs(0))
+    nnx.update(model.tokenizers, nnx.state(prior.tokenizers))
+    nnx.update(model.dynamics, nnx.state(prior.dynamics))
+    for name in ("cam_mean", "cam_std", "occ_mean", "occ_std"):
+        getattr(model, name)[...] = getattr(prior, name)[...]
+    return train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
+
+
+class _Progress:
+    def __init__(self, enabled: bool, label: str):
+        self.bar = None
+        if enabled:
+            from rich.progress import Progress
+
+            self.bar = Progress()
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=None)
+
+    def tick(self, n: int):
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def assemble(cfg: WorldModelConfig, tokenizers, dynamics, stats: dict) -> WorldModel:
-    """A WorldModel from trained stages and the latent statistics."""
+    """A WorldModel from trained stages and the latent statistics (an untrained refiner, if any)."""
     model = WorldModel(cfg, rngs=nnx.Rngs(0))
     nnx.update(model.tokenizers, nnx.state(tokenizers))
     nnx.update(model.dynamics, nnx.state(dynamics))

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from drivesim.errors import ConfigError, DataError
+from drivesim.model.refine import decode_rollout
 from drivesim.model.world import WorldModel, generate, layout_grid, motion_into_frames, prepare_images
 from drivesim.model.world import prepare_occupancy as pool_occupancy
 
@@ -42,8 +43,11 @@ def _rollout(graphdef, state, frames, occupancy, motion, agents, layout_on, rng)
     # frame by frame (lax.map), not vmapped: temporaries stay flat in the horizon
     lay = jax.lax.map(jax.vmap(lambda a: layout_grid(a, cfg)), jnp.swapaxes(agents, 0, 1))
     zc, zo = generate(model.dynamics, cam, occ, motion_into_frames(steps), rng, cfg, jnp.swapaxes(lay, 0, 1), layout_on)
-    images, classes = jax.lax.map(lambda z: model.decode(*z), (jnp.swapaxes(zc, 0, 1), jnp.swapaxes(zo, 0, 1)))
-    return Future(jnp.swapaxes(images, 0, 1), jnp.swapaxes(classes, 0, 1))
+    images = jax.lax.map(model.decode_cameras, jnp.swapaxes(zc, 0, 1))
+    # the BEV frame by frame, each refined with the last context grid moved by the ego motion since
+    H = cfg.history
+    classes = decode_rollout(model, zo, pool_occupancy(occupancy[:, -1], cfg), motion[:, H - 1 :])
+    return Future(jnp.swapaxes(images, 0, 1), classes)
 
 
 class Predictor:

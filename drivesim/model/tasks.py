@@ -100,7 +100,7 @@ class TokenizerTask:
             }
 
     def fingerprint(self) -> dict:
-        return {"task": self.name, "model": dataclasses.asdict(self.cfg)}
+        return {"task": self.name, "model": self.cfg.stage_fields()}
 
 
 _SCENES: dict = {}
@@ -200,4 +200,133 @@ class DynamicsTask:
             }
 
     def fingerprint(self) -> dict:
-        return {"task": self.name, "model": dataclasses.asdict(self.cfg), "latent_stats": self.clips.stats}
+        return {"task": self.name, "model": self.cfg.stage_fields(), "latent_stats": self.clips.stats}
+
+
+class PredictedLatents:
+    """BEV latents the trained dynamics predict for training clips: what the refiner will decode.
+
+    Clips of `cfg.window` keyframes start every `stride` keyframes of every scene (at most
+    `max_clips`, evenly spread); every other clip is layout-guided, the rest run free. From each
+    clip's `cfg.history` context frames, the model samples the `cfg.future` next frames under the
+    logged ego motion (one `generate` per batch, as at evaluation).
+
+    Attributes: clips (N, 2) (scene, first keyframe); occ (N, F, g, g, Co) normalised latents.
+    """
+
+    def __init__(self, data: CacheScenes, model, cfg: WorldModelConfig, stride: int = 8, max_clips: int = 640,
+                 batch: int = 16, seed: int = 0, progress=None):  # fmt: skip
+        from drivesim.model.world import generate
+
+        W, H = cfg.window, cfg.history
+        clips = np.array([(s, t) for s, n in enumerate(data.lengths) for t in range(0, n - W + 1, stride)])
+        if len(clips) > max_clips:
+            clips = clips[np.linspace(0, len(clips) - 1, max_clips).round().astype(int)]
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def fn(state, frames, occ, motion, agents, on, key):
+            m = nnx.merge(graphdef, state)
+            cam, o = m.encode(frames, occ)
+            lay = jax.vmap(jax.vmap(lambda a: layout_grid(a, cfg)))(agents)
+            return generate(m.dynamics, cam, o, motion, key, cfg, lay, on)[1]
+
+        out = []
+        for b0 in range(0, len(clips), batch):
+            group = list(clips[b0 : b0 + batch]) + [clips[0]] * max(0, batch - len(clips[b0 : b0 + batch]))
+
+            def stack(field, lo, hi, group=group):
+                return np.stack([np.asarray(data.arrays[s][field][t + lo : t + hi]) for s, t in group])
+
+            motion = motion_into_frames(jnp.asarray(stack("ego_motion", 0, W)))
+            on = (np.arange(b0, b0 + batch) % 2).astype(bool)
+            z = fn(state, stack("frames", 0, H), stack("occupancy", 0, H), motion, stack("agents", 0, W), on,
+                   jax.random.fold_in(jax.random.key(seed), b0))  # fmt: skip
+            out.append(np.asarray(z)[: min(batch, len(clips) - b0)])
+            if progress:
+                progress(min(batch, len(clips) - b0))
+        self.clips = clips
+        self.occ = np.concatenate(out).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        """Write clips and latents to `path` (.npz), atomically."""
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, clips=self.clips, occ=self.occ)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> PredictedLatents:
+        out = cls.__new__(cls)
+        with np.load(path) as f:
+            out.clips, out.occ = f["clips"], f["occ"]
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RefinerTask:
+    """Stage 3: the BEV refiner (`drivesim.model.refine`), the rest of the model frozen.
+
+    Examples: every predicted frame of `predicted` (anchor: its clip's last context frame; gap
+    1 .. F), and as many again with the encoded true latents of a random frame and an anchor 1 ..
+    `cfg.refine_gap` keyframes before it (drawn once, with `seed`).
+    """
+
+    base: object  # the WorldModel whose tokenizers and dynamics are frozen
+    data: CacheScenes
+    predicted: PredictedLatents | None
+    cfg: WorldModelConfig = WorldModelConfig()
+    seed: int = 0
+    name: str = "refiner"
+
+    def init_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        from drivesim.model.refine import OccRefiner
+
+        return OccRefiner(self.cfg, rngs=rngs)
+
+    def loss(self, model, batch, rng):
+        from drivesim.model.world import refiner_loss
+
+        return refiner_loss(model, self.base, batch, self.cfg)
+
+    def _items(self) -> np.ndarray:
+        """(N, 5) rows (scene, anchor keyframe, gap, predicted clip or -1, its future index)."""
+        H, F = self.cfg.history, self.cfg.future
+        rows = [(s, t + H - 1, k + 1, i, k) for i, (s, t) in enumerate(self.predicted.clips) for k in range(F)]
+        rng = np.random.default_rng([self.seed, 7])
+        gap = self.cfg.refine_gap
+        for _ in range(len(rows)):
+            s = int(rng.integers(len(self.data.lengths)))
+            k = int(rng.integers(1, gap + 1))
+            t = int(rng.integers(0, self.data.lengths[s] - k))
+            rows.append((s, t, k, -1, 0))
+        return np.array(rows)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, len(self._items()) // batch_size)
+
+    def batches(self, epoch: int, batch_size: int, shard: int = 0, num_shards: int = 1):
+        items = self._items()
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(items))
+        local = batch_size // num_shards
+        d = self.data.arrays
+        zero = np.zeros(self.predicted.occ.shape[2:], np.float32)
+        for b in range(len(items) // batch_size):
+            sel = items[order[b * batch_size : (b + 1) * batch_size][shard * local : (shard + 1) * local]]
+            yield {
+                "target": np.stack([d[s]["occupancy"][t + k] for s, t, k, _, _ in sel]),
+                "anchor": np.stack([d[s]["occupancy"][t] for s, t, _, _, _ in sel]),
+                "pose": np.stack([_pose_after(d[s]["ego_motion"][t : t + k]) for s, t, k, _, _ in sel]),
+                "z": np.stack([self.predicted.occ[i, f] if i >= 0 else zero for _, _, _, i, f in sel]),
+                "predicted": np.array([i >= 0 for _, _, _, i, _ in sel]),
+            }
+
+    def fingerprint(self) -> dict:
+        return {"task": self.name, "model": dataclasses.asdict(self.cfg)}
+
+
+def _pose_after(motions) -> np.ndarray:
+    """(3,) float32 the pose after the per-keyframe motions (k, 3), in the first keyframe's frame."""
+    x = y = yaw = 0.0
+    for dx, dy, dyaw in np.asarray(motions, np.float64):
+        x, y, yaw = x + np.cos(yaw) * dx - np.sin(yaw) * dy, y + np.sin(yaw) * dx + np.cos(yaw) * dy, yaw + dyaw
+    return np.array([x, y, yaw], np.float32)

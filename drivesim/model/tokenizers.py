@@ -15,7 +15,7 @@ from flax import nnx
 from drivesim.model.config import WorldModelConfig
 
 
-class _Down(nnx.Module):
+class Down(nnx.Module):
     """Conv (stride 2) + GroupNorm + SiLU, then a residual 3x3 conv."""
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
@@ -28,7 +28,7 @@ class _Down(nnx.Module):
         return x + self.res(nnx.silu(x))
 
 
-class _Up(nnx.Module):
+class Up(nnx.Module):
     """Nearest upsampling x2 + conv + GroupNorm + SiLU, then a residual 3x3 conv."""
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
@@ -53,11 +53,11 @@ class ConvVAE(nnx.Module):
     def __init__(self, cin: int, cout: int, widths, latent: int, embed: int = 0, *, rngs: nnx.Rngs):
         self.stem = nnx.Conv(cin, widths[0], (3, 3), padding="SAME", rngs=rngs)
         chans = [widths[0], *widths]
-        self.down = nnx.List([_Down(chans[i], chans[i + 1], rngs=rngs) for i in range(len(widths))])
+        self.down = nnx.List([Down(chans[i], chans[i + 1], rngs=rngs) for i in range(len(widths))])
         self.to_latent = nnx.Conv(widths[-1], 2 * latent, (1, 1), rngs=rngs)
         self.from_latent = nnx.Conv(latent, widths[-1], (3, 3), padding="SAME", rngs=rngs)
         rev = list(reversed(chans))
-        self.up = nnx.List([_Up(rev[i], rev[i + 1], rngs=rngs) for i in range(len(widths))])
+        self.up = nnx.List([Up(rev[i], rev[i + 1], rngs=rngs) for i in range(len(widths))])
         self.head = nnx.Conv(widths[0], cout, (3, 3), padding="SAME", rngs=rngs)
         self.embed = nnx.Embed(embed, widths[-1], rngs=rngs) if embed else None
 

@@ -17,6 +17,7 @@ from flax import nnx
 from drivesim.data.classes import AGENT_TO_OCC
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
+from drivesim.model.refine import Anchor, OccRefiner, reference
 from drivesim.model.tokenizers import Tokenizers, kl
 
 
@@ -82,6 +83,7 @@ class WorldModel(nnx.Module):
         self.cfg = cfg
         self.tokenizers = Tokenizers(cfg, rngs=rngs)
         self.dynamics = Dynamics(cfg, rngs=rngs)
+        self.refiner = OccRefiner(cfg, rngs=rngs) if cfg.occ_refine else None
         self.cam_mean = LatentStats(jnp.zeros((cfg.cam_latent,)))
         self.cam_std = LatentStats(jnp.ones((cfg.cam_latent,)))
         self.occ_mean = LatentStats(jnp.zeros((cfg.occ_latent,)))
@@ -91,21 +93,39 @@ class WorldModel(nnx.Module):
         """Normalised latent means of raw cache frames (..., 6, 36, 64, 3) and grids (..., 160, 160)."""
         cfg = self.cfg
         cam, _ = self.tokenizers.encode_cameras(prepare_images(frames, cfg))
-        occ, _ = self.tokenizers.encode_occupancy(prepare_occupancy(occupancy, cfg))
-        return (cam - self.cam_mean[...]) / self.cam_std[...], (occ - self.occ_mean[...]) / self.occ_std[...]
+        return (cam - self.cam_mean[...]) / self.cam_std[...], self.encode_occupancy(occupancy)
 
-    def decode(self, cam, occ):
+    def encode_occupancy(self, occupancy):
+        """Normalised BEV latent means (..., g, g, Co) of cache grids (..., 160, 160)."""
+        occ, _ = self.tokenizers.encode_occupancy(prepare_occupancy(occupancy, self.cfg))
+        return (occ - self.occ_mean[...]) / self.occ_std[...]
+
+    def decode(self, cam, occ, anchor=None):
         """Normalised latents -> images (..., 6, H, W, 3) uint8 and BEV classes (..., G, G)."""
-        return self.decode_cameras(cam), self.decode_occupancy(occ)
+        return self.decode_cameras(cam), self.decode_occupancy(occ, anchor)
 
     def decode_cameras(self, cam):
         """Normalised camera latents -> images (..., 6, H, W, 3) uint8."""
         return images_to_uint8(self.tokenizers.decode_cameras(cam * self.cam_std[...] + self.cam_mean[...]))
 
-    def decode_occupancy(self, occ):
-        """Normalised BEV latents -> class ids (..., G, G) int32."""
+    def decode_occupancy(self, occ, anchor=None):
+        """Normalised BEV latents (..., g, g, C) -> class ids (..., G, G) int32 (see `occupancy_logits`)."""
+        return jnp.argmax(self.occupancy_logits(occ, anchor), axis=-1).astype(jnp.int32)
+
+    def occupancy_logits(self, occ, anchor=None):
+        """Normalised BEV latents (..., g, g, C) -> class logits (..., G, G, classes).
+
+        With a refiner (`cfg.occ_refine`) and an `anchor` (`drivesim.model.refine.Anchor`, leading
+        axes as `occ`'s), the decoder's logits are refined with the anchor's grid seen from this
+        frame; without either, the tokenizer's decoder alone.
+        """
         logits = self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...])
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        if self.refiner is None or anchor is None:
+            return logits
+        ref = reference(anchor.grid, anchor.pose, self.cfg)
+        lead = logits.shape[:-3]
+        out = self.refiner(logits.reshape((-1,) + logits.shape[-3:]), ref.reshape((-1,) + ref.shape[-3:]))
+        return out.reshape(lead + out.shape[1:])
 
 
 # ------------------------------------------------------------------ losses
@@ -168,6 +188,36 @@ def dynamics_loss(dyn: Dynamics, batch, rng, cfg: WorldModelConfig):
     loss_o = jnp.sum(err_o * fut) / denom
     loss = loss_c + cfg.bev_weight * loss_o
     return loss, {"flow_cam": loss_c, "flow_occ": loss_o}
+
+
+def refiner_loss(refiner, base: WorldModel, batch, cfg: WorldModelConfig):
+    """Cross-entropy of the refined BEV (stage 3; the tokenizers and dynamics of `base` frozen).
+
+    batch: target (B, 160, 160) true grid of the decoded frame; anchor (B, 160, 160) the grid of
+    an earlier frame and pose (B, 3) the decoded frame's pose in its ego frame; z (B, g, g, Co)
+    normalised latents the dynamics predicted for the target frame, used where predicted (B,) is
+    true (elsewhere the target's own encoded latents).
+    """
+    target = prepare_occupancy(batch["target"], cfg)
+    z_true = base.encode_occupancy(batch["target"])
+    z = jnp.where(batch["predicted"][:, None, None, None], batch["z"], z_true)
+    base_logits = jax.lax.stop_gradient(base.occupancy_logits(z))
+    anchor = Anchor(prepare_occupancy(batch["anchor"], cfg), batch["pose"], jnp.ones(target.shape[:1], jnp.int32))
+    ref = reference(anchor.grid, anchor.pose, cfg)
+    logits = refiner(base_logits, ref).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    w = class_weights(cfg)[target]
+    ce = jnp.sum(w * nll) / jnp.sum(w)
+    pred = jnp.argmax(logits, -1)
+    agents = target >= 5
+    metrics = {
+        "occ_ce": ce,
+        "occ_acc": jnp.mean(pred == target),
+        "agent_recall": jnp.sum((pred == target) & agents) / jnp.maximum(jnp.sum(agents), 1),
+        "decoder_acc": jnp.mean(jnp.argmax(base_logits, -1) == target),
+    }
+    return ce, metrics
 
 
 # ------------------------------------------------------------------ sampling

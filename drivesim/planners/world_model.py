@@ -97,11 +97,6 @@ def speeds_along(xy, speed0, dt: float = SIM_DT):
     return jnp.concatenate([jnp.reshape(speed0, (1,)).astype(seg.dtype), seg / dt])
 
 
-def occupancy_logits(model, occ):
-    """Class logits (..., G, G, classes) of normalised BEV latents (..., g, g, C)."""
-    return model.tokenizers.decode_occupancy(occ * model.occ_std[...] + model.occ_mean[...])
-
-
 def forecast_layout(agents: AgentState, size, category, t, ego_xy, ego_yaw, mcfg):
     """The model's layout grid (G, G) of agents moved `t` seconds at constant velocity, seen from
     the ego pose (ego_xy, ego_yaw)."""
@@ -150,7 +145,7 @@ def imagine(
     times = jnp.zeros((F,)) if times is None else times
 
     def one(carry, j):
-        cam, occ, motion, layout, count, prev_xy, prev_yaw = carry
+        cam, occ, motion, layout, count, prev_xy, prev_yaw, anchor = carry
         xy, yaw = frame_xy[j], frame_yaw[j]
         d = to_ego_frame(xy[None], prev_xy, prev_yaw)[0]
         raw = jnp.stack([d[0], d[1], wrap(yaw - prev_yaw)])
@@ -169,9 +164,12 @@ def imagine(
         k = jax.random.fold_in(key, j)
         xc, xo = sample_frame(model.dynamics, cam[None], occ[None], motion[None], layout[None], on, p, k, mcfg)
         cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
-        return (cam, occ, motion, layout, count + 1, xy, yaw), occupancy_logits(model, xo[0])
+        anchor = anchor.moved(raw)
+        logits = model.occupancy_logits(xo[0], anchor)
+        anchor = anchor.renewed(jnp.argmax(logits, axis=-1).astype(jnp.int32), mcfg)
+        return (cam, occ, motion, layout, count + 1, xy, yaw, anchor), logits
 
-    init = (state.cam, state.occ, state.motion, state.layout, state.count, state.key_xy, state.key_yaw)
+    init = (state.cam, state.occ, state.motion, state.layout, state.count, state.key_xy, state.key_yaw, state.anchor)
     _, logits = jax.lax.scan(one, init, jnp.arange(F))
     return logits
 

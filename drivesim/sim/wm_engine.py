@@ -35,6 +35,7 @@ from flax import nnx, struct
 from drivesim.data.classes import OCC_VEHICLE
 from drivesim.data.types import Log
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
+from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
 from drivesim.sim.engine import SimConfig, SimState, _advance
@@ -145,6 +146,8 @@ class WMState:
       seen: what planners and scores see at the last keyframe: `tracked`, then the predicted
         agent cells no tracked agent explains (`unexplained_blocks`).
       images: (6, h, w, 3) uint8 decoded views of the last keyframe (zeros unless decoded).
+      anchor: the BEV refiner's reference (`drivesim.model.refine.Anchor`): the last context grid,
+        later the model's own, and the ego pose in its frame.
     """
 
     base: SimState
@@ -160,6 +163,7 @@ class WMState:
     tracked: Seen
     seen: Seen
     images: jnp.ndarray
+    anchor: Anchor
 
 
 @struct.dataclass
@@ -403,7 +407,7 @@ def reset(handle: ModelHandle, log: Log, t0, context: Context, rng=None, cfg: WM
     return WMState(
         base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=jnp.asarray(H, jnp.int32),
         key_xy=ego_xy, key_yaw=ego_yaw, key_step=base.step, grid=grids[-1], tracked=tracked, seen=seen,
-        images=jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8),
+        images=jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8), anchor=Anchor.at(grids[-1]),
     )  # fmt: skip
 
 
@@ -429,13 +433,16 @@ def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig(
     on = jnp.full((1, W), cfg.layout)
     xc, xo = sample_frame(model.dynamics, cam[None], occ[None], motion[None], layout[None], on, p, rng, mcfg)
     cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
-    grid = model.decode_occupancy(xo[0])
+    anchor = state.anchor.moved(raw)
+    grid = model.decode_occupancy(xo[0], anchor)
+    anchor = anchor.renewed(grid, mcfg)
     images = model.decode_cameras(xc[0]) if cfg.decode_cameras else state.images
     given = base.agents if cfg.layout else None
     tracked, seen = read_world(grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
     return state.replace(
         cam=cam, occ=occ, motion=motion, layout=layout, count=state.count + 1,
         key_xy=ego.xy, key_yaw=ego.yaw, key_step=base.step, grid=grid, tracked=tracked, seen=seen, images=images,
+        anchor=anchor,
     )  # fmt: skip
 
 
@@ -491,16 +498,16 @@ def rollout(
     def split(st: WMState):
         b = st.base
         return (b.step, b.ego, b.agents, b.idm.s, b.idm.speed, b.idm.offset, st.cam, st.occ, st.motion, st.layout,
-                st.count, st.key_xy, st.key_yaw, st.key_step, st.grid, st.tracked, st.seen, st.images)  # fmt: skip
+                st.count, st.key_xy, st.key_yaw, st.key_step, st.grid, st.tracked, st.seen, st.images, st.anchor)  # fmt: skip
 
     def join(dyn) -> WMState:
         (step_, ego, agents, s_, speed, offset, cam, occ, motion, layout,
-         count, key_xy, key_yaw, key_step, grid, tracked, seen, images) = dyn  # fmt: skip
+         count, key_xy, key_yaw, key_step, grid, tracked, seen, images, anchor) = dyn  # fmt: skip
         idm = const.base.idm.replace(s=s_, speed=speed, offset=offset)
         base = const.base.replace(step=step_, ego=ego, agents=agents, idm=idm)
         return WMState(base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=count, key_xy=key_xy,
                        key_yaw=key_yaw, key_step=key_step, grid=grid, tracked=tracked, seen=seen,
-                       images=images)  # fmt: skip
+                       images=images, anchor=anchor)  # fmt: skip
 
     def frame(carry, key):
         k_plan, k_model = jax.random.split(key)

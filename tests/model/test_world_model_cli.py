@@ -26,9 +26,10 @@ def trained(tiny_dataroot, tmp_path_factory):
                                checkpoint_every=4)
             return Experiment(
                 model=WorldModelConfig(cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16),
-                                       occ_latent=8, d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2),
+                                       occ_latent=8, d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2,
+                                       occ_refine=True, refine_channels=(8, 16, 16)),
                 data=TrainingData(cache="{work / "cache"}", dataroot="{tiny_dataroot}", version="v1.0-mini"),
-                tokenizer=step, dynamics=step)
+                tokenizer=step, dynamics=step, refiner=step, refiner_clips=4)
     ''')
     )
     assert main(["train", "--config", str(exp), "--workdir", str(work / "run"), "--quiet"]) == 0
@@ -38,7 +39,7 @@ def trained(tiny_dataroot, tmp_path_factory):
 def test_train_writes_a_model_and_curves(trained):
     work, ckpt = trained
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
-    for stage in ("tokenizer", "dynamics"):
+    for stage in ("tokenizer", "dynamics", "refiner"):
         lines = (work / "run" / stage / "metrics.jsonl").read_text().splitlines()
         assert lines and all(np.isfinite(json.loads(x)["loss"]) for x in lines)
         assert (work / "run" / stage / "loss.png").exists()
