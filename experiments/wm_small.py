@@ -14,7 +14,16 @@ version) is the ablation in experiments/results/eval_wm_small_nowarp.json (mIoU 
 1 s against 1.18x with it; displacement error at 3 s 5.0 m against 2.1 m). The shipped checkpoint's
 tokenizers come from that first run (the tokenizer stage does not depend on `motion_warp`; same
 data, seed and schedule), its dynamics from a second run on them; `drivesim train` with this file
-trains both stages in one go.
+trains all three stages in one go.
+
+BEV refiner (`occ_refine=True`, stage 3, `drivesim.model.refine`): the shipped checkpoint's
+refiner was trained on the previous shipped model's (commit 2a42fa8) tokenizers and dynamics,
+which it keeps unchanged (about 20 min on the 2-core CPU: 640 training futures predicted, then
+1500 steps):
+
+    git show 2a42fa8:data/world_model_small.npz > runs/base_warp.npz
+    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_refine --base runs/base_warp.npz
+    cp runs/wm_small_refine/world_model.npz data/world_model_small.npz   # (+ .json)
 """
 
 import dataclasses
