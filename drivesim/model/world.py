@@ -119,7 +119,11 @@ class WorldModel(nnx.Module):
         axes as `occ`'s), the decoder's logits are refined with the anchor's grid seen from this
         frame; without either, the tokenizer's decoder alone.
         """
-        logits = self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...])
+        return self.refine(self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...]), anchor)
+
+    def refine(self, logits, anchor=None):
+        """The decoder's logits (..., G, G, classes) refined with the anchor (unchanged without a
+        refiner or an anchor)."""
         if self.refiner is None or anchor is None:
             return logits
         ref = reference(anchor.grid, anchor.pose, self.cfg)

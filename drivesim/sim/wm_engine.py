@@ -434,11 +434,15 @@ def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig(
     xc, xo = sample_frame(model.dynamics, cam[None], occ[None], motion[None], layout[None], on, p, rng, mcfg)
     cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
     anchor = state.anchor.moved(raw)
-    grid = model.decode_occupancy(xo[0], anchor)
+    plain = model.occupancy_logits(xo[0])
+    grid = jnp.argmax(model.refine(plain, anchor), axis=-1).astype(jnp.int32)
     anchor = anchor.renewed(grid, mcfg)
     images = model.decode_cameras(xc[0]) if cfg.decode_cameras else state.images
     given = base.agents if cfg.layout else None
-    tracked, seen = read_world(grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
+    # agents are read off the decoder's own grid: the refined one also keeps agents the anchor saw
+    # where they have since left (a ghost there is a collision; in IoU it costs a few cells)
+    agent_grid = jnp.argmax(plain, axis=-1).astype(jnp.int32)
+    tracked, seen = read_world(agent_grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
     return state.replace(
         cam=cam, occ=occ, motion=motion, layout=layout, count=state.count + 1,
         key_xy=ego.xy, key_yaw=ego.yaw, key_step=base.step, grid=grid, tracked=tracked, seen=seen, images=images,
