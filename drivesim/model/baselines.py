@@ -113,7 +113,7 @@ def constant_velocity_occupancy(
 
     centers = OccupancyConfig(extent=grid.shape[0] * resolution / 2, resolution=resolution).cell_centers()
     centers = centers.astype(np.float64)
-    poses = _compose(future_motions)  # (F, 3) future egos in the last ego frame
+    poses = compose(future_motions)  # (F, 3) future egos in the last ego frame
     static = _warp_nearest(_static_map(grid), centers, poses, resolution)
 
     # Velocities in the last ego frame (a frame fixed to the ground, so differences are motion).
@@ -147,9 +147,10 @@ def constant_velocity_occupancy(
     return out
 
 
-def _compose(motions: np.ndarray) -> np.ndarray:
-    """(F, 3) pose of keyframe k's ego in the frame of the keyframe before row 0, chaining the
-    per-keyframe motions (each in the frame of the keyframe it starts from)."""
+def compose(motions) -> np.ndarray:
+    """(F, 3) per-keyframe motions (each in the frame of the keyframe it starts from) -> (F, 3)
+    float64 pose of keyframe k's ego in the frame of the keyframe before row 0."""
+    motions = np.asarray(motions, np.float64)
     poses = np.zeros_like(motions)
     x = y = yaw = 0.0
     for k, (dx, dy, dyaw) in enumerate(motions):

@@ -39,7 +39,7 @@ from flax import nnx
 
 from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
-from drivesim.model.baselines import constant_velocity_occupancy, copy_last
+from drivesim.model.baselines import compose, constant_velocity_occupancy, copy_last
 from drivesim.model.forecast import record_window, synth_settings
 from drivesim.model.predict import Predictor, model_view
 from drivesim.model.world import WorldModel, prepare_occupancy
@@ -219,17 +219,6 @@ def _reconstruct_fn(predictor: Predictor):
 
 
 # ------------------------------------------------------------------ controllability
-def compose(motions: np.ndarray) -> np.ndarray:
-    """(F, 3) per-keyframe motions -> (F, 3) poses in the frame of the keyframe before the first."""
-    poses = np.zeros_like(np.asarray(motions, np.float64))
-    x = y = yaw = 0.0
-    for k, (dx, dy, dyaw) in enumerate(np.asarray(motions, np.float64)):
-        c, s = math.cos(yaw), math.sin(yaw)
-        x, y, yaw = x + c * dx - s * dy, y + s * dx + c * dy, yaw + dyaw
-        poses[k] = (x, y, yaw)
-    return poses
-
-
 def chained_motion(context_last, grids, steps: int) -> np.ndarray:
     """(3,) the ego pose after `steps` keyframes implied by registering consecutive BEV grids
     (context_last, grids[0], ..., grids[steps - 1]), 1 m cells; NaN where one step fails."""

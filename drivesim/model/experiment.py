@@ -22,6 +22,7 @@ from drivesim.errors import ConfigError, DataError
 from drivesim.model.config import WorldModelConfig
 from drivesim.model.tasks import DynamicsTask, LatentClips, TokenizerTask
 from drivesim.model.world import WorldModel
+from drivesim.progress import bar
 from drivesim.train import TrainConfig, load_model, train
 from drivesim.train.checkpoint import latest_step
 
@@ -128,9 +129,9 @@ def train_refiner(exp: Experiment, model: WorldModel, cache: Path, workdir: Path
         if saved.exists():
             predicted = PredictedLatents.load(saved)
         else:
-            bar = _Progress(progress, "predicting training futures")
-            predicted = PredictedLatents(data, model, exp.model, max_clips=exp.refiner_clips, progress=bar.tick)
-            bar.close()
+            total = len(PredictedLatents.select(data, exp.model, max_clips=exp.refiner_clips))
+            with bar(not progress, "predicting training futures", total) as tick:
+                predicted = PredictedLatents(data, model, exp.model, max_clips=exp.refiner_clips, progress=tick)
             workdir.mkdir(parents=True, exist_ok=True)
             predicted.save(saved)
         task = RefinerTask(model, data, predicted, exp.model, seed=exp.refiner.seed)
@@ -157,25 +158,6 @@ def _refine_base(exp: Experiment, base: Path, cache: Path, workdir: Path, resume
     for name in ("cam_mean", "cam_std", "occ_mean", "occ_std"):
         getattr(model, name)[...] = getattr(prior, name)[...]
     return train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
-
-
-class _Progress:
-    def __init__(self, enabled: bool, label: str):
-        self.bar = None
-        if enabled:
-            from rich.progress import Progress
-
-            self.bar = Progress()
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=None)
-
-    def tick(self, n: int):
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def assemble(cfg: WorldModelConfig, tokenizers, dynamics, stats: dict) -> WorldModel:

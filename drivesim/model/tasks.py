@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from drivesim.errors import DataError
+from drivesim.model.baselines import compose
 from drivesim.model.config import WorldModelConfig
 from drivesim.model.dynamics import Dynamics
 from drivesim.model.tokenizers import Tokenizers
@@ -219,9 +220,7 @@ class PredictedLatents:
         from drivesim.model.world import generate
 
         W, H = cfg.window, cfg.history
-        clips = np.array([(s, t) for s, n in enumerate(data.lengths) for t in range(0, n - W + 1, stride)])
-        if len(clips) > max_clips:
-            clips = clips[np.linspace(0, len(clips) - 1, max_clips).round().astype(int)]
+        clips = self.select(data, cfg, stride, max_clips)
         graphdef, state = nnx.split(model)
 
         @jax.jit
@@ -247,6 +246,15 @@ class PredictedLatents:
                 progress(min(batch, len(clips) - b0))
         self.clips = clips
         self.occ = np.concatenate(out).astype(np.float32)
+
+    @staticmethod
+    def select(data: CacheScenes, cfg: WorldModelConfig, stride: int = 8, max_clips: int = 640) -> np.ndarray:
+        """(N, 2) (scene, first keyframe) of the clips whose futures are predicted."""
+        W = cfg.window
+        clips = np.array([(s, t) for s, n in enumerate(data.lengths) for t in range(0, n - W + 1, stride)])
+        if len(clips) > max_clips:
+            clips = clips[np.linspace(0, len(clips) - 1, max_clips).round().astype(int)]
+        return clips
 
     def save(self, path: Path) -> None:
         """Write clips and latents to `path` (.npz), atomically."""
@@ -315,18 +323,12 @@ class RefinerTask:
             yield {
                 "target": np.stack([d[s]["occupancy"][t + k] for s, t, k, _, _ in sel]),
                 "anchor": np.stack([d[s]["occupancy"][t] for s, t, _, _, _ in sel]),
-                "pose": np.stack([_pose_after(d[s]["ego_motion"][t : t + k]) for s, t, k, _, _ in sel]),
+                "pose": np.stack([compose(d[s]["ego_motion"][t : t + k])[-1] for s, t, k, _, _ in sel]).astype(
+                    np.float32
+                ),
                 "z": np.stack([self.predicted.occ[i, f] if i >= 0 else zero for _, _, _, i, f in sel]),
                 "predicted": np.array([i >= 0 for _, _, _, i, _ in sel]),
             }
 
     def fingerprint(self) -> dict:
         return {"task": self.name, "model": dataclasses.asdict(self.cfg)}
-
-
-def _pose_after(motions) -> np.ndarray:
-    """(3,) float32 the pose after the per-keyframe motions (k, 3), in the first keyframe's frame."""
-    x = y = yaw = 0.0
-    for dx, dy, dyaw in np.asarray(motions, np.float64):
-        x, y, yaw = x + np.cos(yaw) * dx - np.sin(yaw) * dy, y + np.sin(yaw) * dx + np.cos(yaw) * dy, yaw + dyaw
-    return np.array([x, y, yaw], np.float32)

@@ -17,7 +17,7 @@ from flax import nnx
 from drivesim.data.classes import AGENT_TO_OCC
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
-from drivesim.model.refine import Anchor, OccRefiner, reference
+from drivesim.model.refine import OccRefiner, reference
 from drivesim.model.tokenizers import Tokenizers, kl
 
 
@@ -206,8 +206,7 @@ def refiner_loss(refiner, base: WorldModel, batch, cfg: WorldModelConfig):
     z_true = base.encode_occupancy(batch["target"])
     z = jnp.where(batch["predicted"][:, None, None, None], batch["z"], z_true)
     base_logits = jax.lax.stop_gradient(base.occupancy_logits(z))
-    anchor = Anchor(prepare_occupancy(batch["anchor"], cfg), batch["pose"], jnp.ones(target.shape[:1], jnp.int32))
-    ref = reference(anchor.grid, anchor.pose, cfg)
+    ref = reference(prepare_occupancy(batch["anchor"], cfg), batch["pose"], cfg)
     logits = refiner(base_logits, ref).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
