@@ -165,8 +165,13 @@ def imagine(
         xc, xo = sample_frame(model.dynamics, cam[None], occ[None], motion[None], layout[None], on, p, k, mcfg)
         cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
         anchor = anchor.moved(raw)
-        logits = model.occupancy_logits(xo[0], anchor)
-        anchor = anchor.renewed(jnp.argmax(logits, axis=-1).astype(jnp.int32), mcfg)
+        plain = model.occupancy_logits(xo[0])
+        refined = model.refine(plain, anchor)
+        anchor = anchor.renewed(jnp.argmax(refined, axis=-1).astype(jnp.int32), mcfg)
+        # as the engine reads agents: the map from the refined grid, agents from the decoder's own
+        # (the refined grid also keeps agents the anchor saw where they have since left)
+        agent = (jnp.argmax(plain, -1) >= FIRST_AGENT_CLASS) | (jnp.argmax(refined, -1) >= FIRST_AGENT_CLASS)
+        logits = jnp.where(agent[..., None], plain, refined)
         return (cam, occ, motion, layout, count + 1, xy, yaw, anchor), logits
 
     init = (state.cam, state.occ, state.motion, state.layout, state.count, state.key_xy, state.key_yaw, state.anchor)
