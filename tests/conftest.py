@@ -9,6 +9,15 @@ import pytest
 # Tests run on the CPU with deterministic, quiet XLA.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# The suite is dominated by compiling many small XLA programs, not by running them: with the CPU
+# backend's LLVM optimisations off, compiling takes about half as long (the programs compute the same
+# values). Subprocesses started by the tests inherit it. DRIVESIM_TEST_XLA_OPT=1 keeps XLA's default.
+XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("DRIVESIM_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ.get(
+    "XLA_FLAGS", ""
+):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+
 TINY = dict(scenes=3, seconds=8.0, seed=3, image_width=64, camera_hz=4, version="v1.0-mini")
 
 

@@ -50,7 +50,8 @@ def _losses(workdir: Path) -> list[float]:
 
 
 def test_dynamics_on_eight_devices_matches_one(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # keeps conftest's flags
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     run = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
     )

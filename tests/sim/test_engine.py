@@ -214,7 +214,8 @@ def test_idm_agents_brake_for_the_ego(sim_load):
 SHARD_SCRIPT = textwrap.dedent(
     """
     import os, sys, json
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    sys.path.insert(0, sys.argv[1])  # this checkout's drivesim
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from drivesim.data.loader import LoadConfig

@@ -238,7 +238,8 @@ _EIGHT_DEVICES = textwrap.dedent(
 
 
 def test_eight_devices_match_one_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # keeps conftest's flags
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     run = subprocess.run(
         [sys.executable, "-c", _EIGHT_DEVICES, str(Path(__file__).parent), str(tmp_path)],
         capture_output=True,
