@@ -1,6 +1,7 @@
 """The main job, shrunk: `drivesim demo` replays, predicts, runs a counterfactual beside its truth,
 benchmarks planners under both engines and writes index.html, whose images Chromium renders."""
 
+import argparse
 import json
 import re
 
@@ -16,6 +17,10 @@ def test_demo_writes_a_report_that_renders(tmp_path, monkeypatch, capsys):
         cli, "DEMO_BENCH", {**cli.DEMO_BENCH, "scenarios": 2, "horizon": 2.0, "planners": "idm,constant_velocity"}
     )
     monkeypatch.setattr(cli, "DEMO_COUNTERFACTUAL", {**cli.DEMO_COUNTERFACTUAL, "horizon": 1.0, "samples": 1})
+    predict = cli.cmd_predict  # the demo's 3 futures of 3 s, shrunk to 2 of 1 s
+    monkeypatch.setattr(
+        cli, "cmd_predict", lambda a: predict(argparse.Namespace(**{**vars(a), "samples": 2, "horizon": 1.0}))
+    )
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quiet", "--out", str(out)]) == 0
     index = out / "index.html"
