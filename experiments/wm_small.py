@@ -16,14 +16,15 @@ tokenizers come from that first run (the tokenizer stage does not depend on `mot
 data, seed and schedule), its dynamics from a second run on them; `drivesim train` with this file
 trains all three stages in one go.
 
-BEV refiner (`occ_refine=True`, stage 3, `drivesim.model.refine`): the shipped checkpoint's
+BEV refiner (`occ_refine=True`, stage 3, `drivesim.model.refine`): its reference is the
+constant-velocity forecast of each frame, which the refiner corrects. The shipped checkpoint's
 refiner was trained on the previous shipped model's (commit 2a42fa8) tokenizers and dynamics,
-which it keeps unchanged (about 20 min on the 2-core CPU: 640 training futures predicted, then
-1500 steps):
+which it keeps unchanged (about 25 min on the 2-core CPU: 640 training futures predicted, ~10 min,
+then 1000 steps):
 
     git show 2a42fa8:data/world_model_small.npz > runs/base_warp.npz
-    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_refine --base runs/base_warp.npz
-    cp runs/wm_small_refine/world_model.npz data/world_model_small.npz   # (+ .json)
+    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_cv2 --base runs/base_warp.npz
+    cp runs/wm_small_cv2/world_model.npz data/world_model_small.npz   # (+ .json)
 """
 
 import dataclasses
@@ -46,7 +47,7 @@ def get_config(quick: bool = False) -> Experiment:
             log_every=50, checkpoint_every=500,
         ),
         refiner=TrainConfig(
-            steps=1500, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4,
+            steps=1000, batch_size=16, learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4,
             log_every=25, checkpoint_every=250,
         ),
         refiner_clips=640,

@@ -50,6 +50,13 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--settings", default=";".join(SETTINGS), help="semicolon-separated subset of the settings")
     ap.add_argument("--out", default="experiments/results/wm_validity.json")
+    ap.add_argument(
+        "--agents-from",
+        default="refined",
+        choices=("refined", "decoder"),
+        help="the predicted grid the engine reads the agents off (WMConfig.agents_from)",
+    )
+    ap.add_argument("--checkpoint", default=None, help="a world-model file (default: the shipped one)")
     args = ap.parse_args(argv)
     con = Console()
     root = default_dataroot()
@@ -64,7 +71,8 @@ def main(argv=None) -> int:
     pick = np.linspace(0, len(scenarios) - 1, min(args.scenarios, len(scenarios))).round().astype(int)
     scenarios = [scenarios[i] for i in pick]
     stacked = stack_logs(logs)
-    model = load_world_model(DEFAULT_CHECKPOINT)
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    model = load_world_model(checkpoint)
     handle = wm_engine.ModelHandle.of(model)
     contexts = wm_engine.load_contexts(root, DEFAULT_VERSION, scenarios, model.cfg.frame_size, model.cfg.history)
     planners = list(BUILTIN)
@@ -75,7 +83,11 @@ def main(argv=None) -> int:
            "reference": {p: float(ref[p].mean()) for p in planners}, "settings": {}}  # fmt: skip
     for name in args.settings.split(";"):
         s = SETTINGS[name]
-        cfg = dataclasses.replace(base, wm=wm_engine.WMConfig(sim=base.sim, layout=s["layout"]), drivable=s["drivable"])
+        cfg = dataclasses.replace(
+            base,
+            wm=wm_engine.WMConfig(sim=base.sim, layout=s["layout"], agents_from=args.agents_from),
+            drivable=s["drivable"],
+        )
         tic = time.perf_counter()
         res = {p: run_planner(BUILTIN[p], stacked, scenarios, cfg, model=handle, contexts=contexts) for p in planners}
         agree = agreement(np.stack([res[p]["pdms"] for p in planners]), np.stack([ref[p] for p in planners]), planners)
@@ -87,7 +99,7 @@ def main(argv=None) -> int:
                   f"max |gap| {agree['max_abs_gap']:.3f} ({agree['seconds']:.0f} s)")  # fmt: skip
         write_json(Path(args.out), out)  # after every setting: a cut-off run keeps what it measured
     out.update(seconds=time.perf_counter() - t_all, machine=platform.processor() or platform.machine(),
-               devices=[d.device_kind for d in jax.devices()], checkpoint=str(DEFAULT_CHECKPOINT))  # fmt: skip
+               devices=[d.device_kind for d in jax.devices()], checkpoint=str(checkpoint), agents_from=args.agents_from)  # fmt: skip
     write_json(Path(args.out), out)
     t = Table(title=f"benchmark validity: {len(scenarios)} held-out scenarios, PDMS world model / reference")
     t.add_column("planner")

@@ -184,3 +184,27 @@ def _agent_paint_level(
     across = y * per_agent(cos) - x * per_agent(sin) - per_agent(across0)
     inside = (jnp.abs(along) < per_agent(0.5 * size[:, 0])) & (jnp.abs(across) < per_agent(0.5 * size[:, 1]))
     return jnp.max(jnp.where(inside, per_agent(agent_level), jnp.uint8(0)), axis=0, initial=jnp.uint8(0))
+
+
+def paint_boxes(boxes, cfg: OccupancyConfig = OccupancyConfig()) -> jnp.ndarray:
+    """Agent boxes painted as the rasteriser paints them, without the map.
+
+    Args:
+      boxes: (A, 8) agent layout rows in the ego frame: x, y, yaw, length, width, height, class
+        (0 vehicle, 1 pedestrian, 2 cyclist, 3 obstacle), valid (1/0).
+      cfg: grid size and resolution (static).
+    Returns:
+      (H, W) uint8: `AGENT_TO_OCC[class]` where a cell centre lies strictly inside a valid box
+      (overlaps by `AGENT_PAINT_ORDER`), `OCC_FREE` elsewhere — what `rasterize` paints over the map.
+    """
+    boxes = jnp.asarray(boxes, jnp.float32)
+    level = _agent_paint_level(
+        jnp.asarray(cfg.cell_centers()),
+        boxes[:, :2],
+        boxes[:, 2],
+        boxes[:, 3:5],
+        jnp.round(boxes[:, 6]).astype(jnp.int32),
+        boxes[:, 7] > 0.5,
+    )
+    level_to_occ = jnp.array((OCC_FREE,) + tuple(AGENT_TO_OCC[c] for c in AGENT_PAINT_ORDER), jnp.uint8)
+    return level_to_occ[level]

@@ -179,7 +179,8 @@ def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=No
         img_ctx, occ_ctx = model_view(frames[:, :H], occ[:, :H], cfg)
         k = jax.random.fold_in(key, b0)
         args = (_pad(frames[:, :H], B), _pad(occ[:, :H], B), _pad(motion, B))
-        free = predictor(*args, k)
+        # free-running: the context's boxes (as constant velocity gets them), no future layout
+        free = predictor(*args, k, agents=_pad(agents, B), layout_on=np.zeros(B, bool))
         methods["model"].add(free.occupancy[:n], occ_true, free.images[:n], img_true)
         if ecfg.layout:
             guided = predictor(*args, k, agents=_pad(agents, B))
@@ -279,8 +280,9 @@ def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, p
             ctx_occ = np.repeat(occ[:1, :H], B, axis=0)
             motion = _pad(stack["ego_motion"][:, : H + F - 1], B)
             k = jax.random.fold_in(key, len(rows))
-            free = predictor(ctx_frames, ctx_occ, motion, k)
-            guided = predictor(ctx_frames, ctx_occ, motion, k, agents=_pad(stack["agents"], B))
+            layout = _pad(stack["agents"], B)
+            free = predictor(ctx_frames, ctx_occ, motion, k, agents=layout, layout_on=np.zeros(B, bool))
+            guided = predictor(ctx_frames, ctx_occ, motion, k, agents=layout)
             img_true, occ_true = model_view(frames[:, H:], occ[:, H:], cfg)
             _, ctx_view = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
             gen_occ = np.asarray(free.occupancy[:n])

@@ -223,7 +223,8 @@ def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
             if getattr(stored, k, None) != getattr(cfg, k, None)
         ]
         raise ConfigError(f"{path} was trained with another model config: {', '.join(diff)}")
-    model = WorldModel(stored, rngs=nnx.Rngs(0))
+    # an abstract model (shapes only: no initialisers compiled or run), filled from the file
+    model = nnx.eval_shape(lambda: WorldModel(stored, rngs=nnx.Rngs(0)))
     flat = nnx.to_flat_state(nnx.state(model))
     for key, var in flat:
         name = "/".join(str(k) for k in key)

@@ -157,7 +157,11 @@ def forecast(
     occ = np.repeat(arrays["occupancy"][ctx][None], samples, axis=0)
     motion = np.repeat(motion, samples, axis=0)
     # the rows are the same scenario; each draws its own noise, so each is a different future
-    out = predictor(frames, occ, motion, jax.random.key(seed))
+    # free-running from the context's agent boxes (the future part of the layout is not used)
+    boxes = arrays["agents"][ctx]
+    layout = np.concatenate([boxes, np.zeros((F,) + boxes.shape[1:], boxes.dtype)])
+    layout = np.repeat(layout[None], samples, axis=0)
+    out = predictor(frames, occ, motion, jax.random.key(seed), agents=layout, layout_on=np.zeros(samples, bool))
     ctx_images, ctx_bev = model_view(arrays["frames"][ctx], arrays["occupancy"][ctx], cfg)
     t_img, t_bev = (None, None) if truth is None else model_view(truth["frames"][:F], truth["occupancy"][:F], cfg)
     return Forecast(

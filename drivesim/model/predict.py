@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from drivesim.errors import ConfigError, DataError
-from drivesim.model.refine import decode_rollout
+from drivesim.model.refine import Anchor, agent_velocity, decode_rollout
 from drivesim.model.world import WorldModel, generate, layout_grid, motion_into_frames, prepare_images
 from drivesim.model.world import prepare_occupancy as pool_occupancy
 
@@ -44,9 +44,13 @@ def _rollout(graphdef, state, frames, occupancy, motion, agents, layout_on, rng)
     lay = jax.lax.map(jax.vmap(lambda a: layout_grid(a, cfg)), jnp.swapaxes(agents, 0, 1))
     zc, zo = generate(model.dynamics, cam, occ, motion_into_frames(steps), rng, cfg, jnp.swapaxes(lay, 0, 1), layout_on)
     images = jax.lax.map(model.decode_cameras, jnp.swapaxes(zc, 0, 1))
-    # the BEV frame by frame, each refined with the last context grid moved by the ego motion since
+    # the BEV frame by frame, each refined with the constant-velocity forecast from the last
+    # context keyframe (its map moved by the ego motion, its agents by their last velocity)
     H = cfg.history
-    classes = decode_rollout(model, zo, pool_occupancy(occupancy[:, -1], cfg), motion[:, H - 1 :])
+    before = max(H - 2, 0)
+    velocity = agent_velocity(agents[:, before], agents[:, H - 1], motion[:, before] * (H >= 2))
+    anchor = Anchor.at(occupancy[:, -1], agents[:, H - 1], velocity)
+    classes = decode_rollout(model, zo, anchor, motion[:, H - 1 :], agents[:, H:], layout_on)
     return Future(jnp.swapaxes(images, 0, 1), classes)
 
 
@@ -96,9 +100,11 @@ class Predictor:
 
         Args:
           rng: a PRNG key; different keys give different futures (the model is stochastic).
-          agents: optional layout of the agents at every keyframe; layout_on (B,) bool picks the
-            scenarios that follow it (default: all, when agents are given). Without agents the
-            model runs free: it forecasts the agents itself.
+          agents: optional boxes of the agents at every keyframe; layout_on (B,) bool picks the
+            scenarios that follow them in the future (layout guidance; default: all, when agents
+            are given). The others run free: the model forecasts the agents itself, from the
+            context (its refiner starts from the context boxes moved at constant velocity; without
+            agents, from the context grids alone).
         """
         F = self.check(frames, occupancy, motion, agents)
         B = frames.shape[0]

@@ -1,24 +1,32 @@
-"""Sharp BEV from coarse latents: the occupancy decoder, refined by the last known grid.
+"""Sharp BEV from coarse latents: the occupancy decoder, refined with a physical reference.
 
 The BEV latents are 8x coarser than the 1 m grid, so the tokenizer alone cannot keep thin lane
 markings, crossings or 1-2 cell pedestrians and obstacles (its reconstruction mIoU is ~0.47),
-however well the dynamics predict. But most of the next grid is already known: the map and the
-agents of the last grid, moved by the ego motion the model is told anyway. The refiner is a small
-U-Net that sees both, at full resolution:
+however well the dynamics predict. But most of the next grid follows from what is known: the map
+of the last grid, moved by the ego motion the model is told anyway, and the agents of the last
+keyframes, moved on at their last velocity. The refiner is a small U-Net that sees, at full
+resolution:
 
-- the decoder's class probabilities of the predicted latents (what the dynamics say changed:
-  where the agents went, what came into view);
-- the reference: the one-hot grid of an anchor frame (the last context frame; in long rollouts
-  the model's own grid, re-anchored every `cfg.refine_gap` keyframes), resampled bilinearly into
-  the decoded frame by the ego's pose relative to the anchor (`warp_bev`; zeros where the anchor
-  did not see).
+- the decoder's class probabilities of the predicted latents (what the dynamics say: where the
+  agents went, what came into view);
+- the reference (`reference`): the constant-velocity forecast of this frame, as the physics
+  baseline (`drivesim.model.baselines.constant_velocity_occupancy`) makes it — the anchor's map
+  classes (its agent cells unknown) resampled by the ego's pose since the anchor (nearest cell,
+  at the cache's 0.5 m, then pooled as the truth is), with the anchor's agent boxes painted where
+  their last velocity takes them; or, layout-guided, the given boxes of this frame; all-zero where
+  the anchor did not see;
+- the reference's age (keyframes since the anchor, over `cfg.refine_gap`): how far to trust it.
 
-It outputs a correction added to the decoder's logits (zero at initialisation: an untrained
-refiner is the plain decoder). Trained (stage 3 of `drivesim train`) on latents the trained
-dynamics predicted for training clips, and on encoded true latents, against the true grids; the
-tokenizers and the dynamics stay frozen. As FIERY-style BEV forecasters warp past features by the
-ego motion, this is the ego-motion compensation done at the grid's resolution rather than the
-latents' (`motion_warp` does it in the dynamics at 8 m cells).
+The anchor (`Anchor`) is the last context keyframe with its agents' boxes and velocities (from the
+last two context keyframes); in long rollouts it is re-anchored on the model's own grid every
+`cfg.refine_gap` keyframes, its agents carried on at constant velocity. The refiner outputs a
+correction (zero at initialisation) to a prior: the log of the reference and the decoder's
+probabilities averaged, so an untrained refiner follows the reference where it knows a class and
+the decoder elsewhere. Trained (stage 3 of `drivesim train`) on latents the trained dynamics
+predicted for training clips (free-running and layout-guided) against the true grids; the
+tokenizers and the dynamics stay frozen. So the model forecasts as a learned correction
+of physics: it can keep what constant velocity gets right (the map in view, agents that keep
+going) and fix what it gets wrong (agents that brake, turn or yield, what comes into view).
 """
 
 from __future__ import annotations
@@ -29,9 +37,21 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from drivesim.model.config import WorldModelConfig
-from drivesim.model.dynamics import warp_bev
+from drivesim.data.classes import OCC_CROSSING
+from drivesim.data.occupancy import OccupancyConfig, paint_boxes
+from drivesim.model.config import OCC_EXTENT, WorldModelConfig
 from drivesim.model.tokenizers import Down, Up
+
+KEYFRAME_DT = 0.5
+"""Seconds between keyframes (2 Hz)."""
+AGENT_SLOTS = 64
+"""Agent rows of an anchor without agents (the clip cache's slots)."""
+FIRST_AGENT_CLASS = 5
+"""Occupancy classes from this one on are agents (`drivesim.data.classes`)."""
+REF_WEIGHT = 0.5
+"""The reference's weight in the refiner's prior (the decoder's probabilities get the rest)."""
+FINE = OccupancyConfig(extent=OCC_EXTENT, resolution=0.5)
+"""The cache's grid (160 x 160 at 0.5 m), where the reference is made before pooling."""
 
 
 def compose_pose(pose, motion):
@@ -43,29 +63,80 @@ def compose_pose(pose, motion):
     return jnp.stack([x + c * dx - s * dy, y + s * dx + c * dy, yaw + dyaw], axis=-1)
 
 
-def reference(grid, pose, cfg: WorldModelConfig):
-    """The anchor's grid seen from a later frame.
+def into_frame(xy, pose):
+    """(..., N, 2) points of an earlier frame, in the frame at `pose` (..., 3) (given in the earlier
+    frame): R(-yaw) (p - (x, y))."""
+    c, s = jnp.cos(pose[..., 2])[..., None], jnp.sin(pose[..., 2])[..., None]
+    rx, ry = xy[..., 0] - pose[..., 0, None], xy[..., 1] - pose[..., 1, None]
+    return jnp.stack([c * rx + s * ry, -s * rx + c * ry], axis=-1)
+
+
+def agent_velocity(prev, last, motion_prev, dt: float = KEYFRAME_DT):
+    """Constant-velocity agents from the last two context keyframes (as the physics baseline).
 
     Args:
-      grid: (..., G, G) int class ids of the anchor frame (1 m cells, `prepare_occupancy`).
-      pose: (..., 3) the later frame's ego pose (x, y m, yaw rad) in the anchor's ego frame.
+      prev, last: (..., A, 8) agent boxes [x, y, yaw, l, w, h, class, valid] at the previous and
+        the last keyframe, each in its own ego frame (the same slot is the same agent).
+      motion_prev: (..., 3) ego motion from the previous keyframe to the last one.
     Returns:
-      (..., G, G, classes) float: the anchor's one-hot classes at the later frame's cells
-      (bilinear; all zero where the anchor did not see).
+      (..., A, 2) velocity (m/s) in the last keyframe's ego frame; zero for agents not valid in both.
     """
-    onehot = jax.nn.one_hot(grid, cfg.num_classes)
-    lead = grid.shape[:-2]
-    flat = jax.vmap(warp_bev)(onehot.reshape((-1,) + onehot.shape[-3:]), pose.reshape(-1, 3))
-    return flat.reshape(lead + flat.shape[1:])
+    p = into_frame(prev[..., :2], motion_prev)
+    moving = (prev[..., 7] > 0.5) & (last[..., 7] > 0.5)
+    return jnp.where(moving[..., None], (last[..., :2] - p) / dt, 0.0)
+
+
+def pool(grid, cfg: WorldModelConfig):
+    """(..., 160, 160) class ids (-1: unknown) -> (..., G, G) by max (class ids are ordered by
+    priority, as `drivesim.model.world.prepare_occupancy` pools the truth)."""
+    f = 160 // cfg.occ_grid
+    *lead, n, m = grid.shape
+    return grid.reshape(*lead, n // f, f, m // f, f).max(axis=(-3, -1))
+
+
+def fill_under_agents(grid, steps: int = 6):
+    """(H, W) int map classes with -1 under agents -> the unknown cells within `steps` cells of a
+    free / drivable / walkway / crossing cell take the class of one of the nearest (grown one cell
+    per step, as the physics baseline fills them from the nearest such cell; lane markings are thin
+    lines and do not grow)."""
+    n = grid.shape[-1]
+
+    def shift(g, di, dj):
+        padded = jnp.pad(g, 1, constant_values=-1)
+        return padded[1 + di : 1 + di + n, 1 + dj : 1 + dj + n]
+
+    def grow(g, _):
+        out = g
+        for di, dj in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            c = shift(g, di, dj)
+            out = jnp.where((out < 0) & (c >= 0) & (c <= OCC_CROSSING), c, out)
+        return out, None
+
+    return jax.lax.scan(grow, grid, None, length=steps)[0]
+
+
+def warp_nearest(grid, pose, fill: int = -1):
+    """(H, W) int grid of an anchor frame (at `FINE`'s cells) seen from a frame at `pose` (3,) in
+    the anchor's frame: the anchor cell under each cell centre, `fill` outside."""
+    n = grid.shape[-1]
+    r = 2 * OCC_EXTENT / n
+    c = OCC_EXTENT - (jnp.arange(n) + 0.5) * r
+    x, y = jnp.meshgrid(c, c, indexing="ij")
+    cs, sn = jnp.cos(pose[2]), jnp.sin(pose[2])
+    row = jnp.floor((OCC_EXTENT - (cs * x - sn * y + pose[0])) / r).astype(jnp.int32)
+    col = jnp.floor((OCC_EXTENT - (sn * x + cs * y + pose[1])) / r).astype(jnp.int32)
+    inside = (row >= 0) & (row < n) & (col >= 0) & (col < n)
+    return jnp.where(inside, grid[jnp.clip(row, 0, n - 1), jnp.clip(col, 0, n - 1)], fill)
 
 
 class OccRefiner(nnx.Module):
-    """A U-Net: decoder logits (N, G, G, C) + reference (N, G, G, C) -> refined logits (N, G, G, C)."""
+    """A U-Net: decoder logits (N, G, G, C) + reference (N, G, G, C + 1) (`reference`) -> refined
+    logits (N, G, G, C)."""
 
     def __init__(self, cfg: WorldModelConfig, *, rngs: nnx.Rngs):
         w = cfg.refine_channels
         C = cfg.num_classes
-        self.stem = nnx.Conv(2 * C, w[0], (3, 3), padding="SAME", rngs=rngs)
+        self.stem = nnx.Conv(2 * C + 1, w[0], (3, 3), padding="SAME", rngs=rngs)
         self.down = nnx.List([Down(w[i], w[i + 1], rngs=rngs) for i in range(len(w) - 1)])
         self.mid = nnx.Conv(w[-1], w[-1], (3, 3), padding="SAME", rngs=rngs)
         self.up = nnx.List([Up(w[i + 1], w[i], rngs=rngs) for i in reversed(range(len(w) - 1))])
@@ -73,7 +144,8 @@ class OccRefiner(nnx.Module):
         self.head = nnx.Conv(w[0], C, (3, 3), padding="SAME", kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def __call__(self, logits, ref):
-        x = nnx.silu(self.stem(jnp.concatenate([jax.nn.softmax(logits, axis=-1), ref], axis=-1)))
+        probs = jax.nn.softmax(logits, axis=-1)
+        x = nnx.silu(self.stem(jnp.concatenate([probs, ref], axis=-1)))
         skips = []
         for layer in self.down:
             skips.append(x)
@@ -81,57 +153,133 @@ class OccRefiner(nnx.Module):
         x = x + self.mid(nnx.silu(x))
         for up, skip, s in zip(self.up, self.skip, reversed(skips), strict=True):
             x = skip(jnp.concatenate([up(x), s], axis=-1))
-        return logits + self.head(nnx.silu(x))
+        # the prior: the decoder and the reference averaged (the reference decides where it knows
+        # a class, the decoder elsewhere); the U-Net learns the correction to it
+        prior = jnp.log(REF_WEIGHT * ref[..., : probs.shape[-1]] + (1 - REF_WEIGHT) * probs + 1e-4)
+        return prior + self.head(nnx.silu(x))
 
 
 class Anchor(NamedTuple):
-    """The reference of a rollout: the anchor grid, the current frame's pose in the anchor's frame
-    and the keyframes since the anchor (batch by leading axes).
+    """The reference of a rollout (batch by leading axes):
 
-    grid: (..., G, G) int32; pose: (..., 3) float32; age: (...) int32.
+    grid: (..., 160, 160) int32 the anchor frame's classes at the cache's 0.5 m cells;
+    pose: (..., 3) float32 the current frame's pose in the anchor's frame;
+    age: (...) int32 keyframes since the anchor;
+    agents: (..., A, 8) float32 the anchor's agent boxes in its frame (`agent_velocity`'s rows);
+    velocity: (..., A, 2) float32 their velocities (m/s) in the anchor's frame.
     """
 
     grid: jax.Array
     pose: jax.Array
     age: jax.Array
+    agents: jax.Array
+    velocity: jax.Array
 
     @staticmethod
-    def at(grid) -> Anchor:
-        """An anchor at the current frame (the last context keyframe)."""
+    def at(grid, agents=None, velocity=None) -> Anchor:
+        """An anchor at the current frame (the last context keyframe): `grid` (..., 160, 160) (a
+        coarser (..., G, G) one is upsampled), optional agent boxes (..., A, 8) and velocities
+        (..., A, 2) (none: `AGENT_SLOTS` empty rows; no velocity: standing still)."""
+        grid = jnp.asarray(grid, jnp.int32)
+        if grid.shape[-1] != FINE.size:
+            f = FINE.size // grid.shape[-1]
+            grid = jnp.repeat(jnp.repeat(grid, f, axis=-2), f, axis=-1)
         lead = grid.shape[:-2]
-        return Anchor(jnp.asarray(grid, jnp.int32), jnp.zeros(lead + (3,), jnp.float32), jnp.zeros(lead, jnp.int32))
+        if agents is None:
+            agents = jnp.zeros(lead + (AGENT_SLOTS, 8), jnp.float32)
+        agents = jnp.asarray(agents, jnp.float32)
+        if velocity is None:
+            velocity = jnp.zeros(agents.shape[:-1] + (2,), jnp.float32)
+        zero = jnp.zeros(lead, jnp.int32)
+        return Anchor(grid, jnp.zeros(lead + (3,), jnp.float32), zero, agents, jnp.asarray(velocity, jnp.float32))
 
     def moved(self, motion) -> Anchor:
         """The anchor after the ego moves by raw `motion` (..., 3) into the next keyframe."""
-        return Anchor(self.grid, compose_pose(self.pose, motion), self.age + 1)
+        return self._replace(pose=compose_pose(self.pose, motion), age=self.age + 1)
+
+    def boxes_now(self) -> tuple[jax.Array, jax.Array]:
+        """The anchor's agents moved on at their velocity for `age` keyframes, in the current
+        frame: boxes (..., A, 8) and velocities (..., A, 2)."""
+        t = (self.age.astype(jnp.float32) * KEYFRAME_DT)[..., None, None]
+        xy = into_frame(self.agents[..., :2] + t * self.velocity, self.pose)
+        yaw = self.agents[..., 2] - self.pose[..., 2, None]
+        c, s = jnp.cos(self.pose[..., 2, None]), jnp.sin(self.pose[..., 2, None])
+        vx, vy = self.velocity[..., 0], self.velocity[..., 1]
+        vel = jnp.stack([c * vx + s * vy, -s * vx + c * vy], axis=-1)
+        boxes = jnp.concatenate([xy, yaw[..., None], self.agents[..., 3:]], axis=-1)
+        return boxes, vel
 
     def renewed(self, grid, cfg: WorldModelConfig) -> Anchor:
-        """After decoding `grid` at the current frame: re-anchor on it once the anchor is
-        `cfg.refine_gap` keyframes old (the refiner was trained on gaps up to that)."""
+        """After decoding `grid` (..., G, G) at the current frame: re-anchor on it once the anchor
+        is `cfg.refine_gap` keyframes old (the refiner was trained on gaps up to that), the agents
+        carried on at constant velocity."""
         old = self.age >= cfg.refine_gap
-        fresh = Anchor.at(grid)
-        pick = lambda a, b: jnp.where(old.reshape(old.shape + (1,) * (a.ndim - old.ndim)), b, a)  # noqa: E731
-        return Anchor(pick(self.grid, fresh.grid), pick(self.pose, fresh.pose), pick(self.age, fresh.age))
+        fresh = Anchor.at(grid, *self.boxes_now())
+
+        def pick(a, b):
+            return jnp.where(old.reshape(old.shape + (1,) * (a.ndim - old.ndim)), b, a)
+
+        return Anchor(*(pick(a, b) for a, b in zip(self, fresh, strict=True)))
 
 
-def decode_rollout(model, occ, last_grid, motions):
+def reference(anchor: Anchor, cfg: WorldModelConfig, given=None, given_on=None):
+    """The constant-velocity forecast of the current frame from the anchor (see the module docstring).
+
+    Args:
+      anchor: an `Anchor` (leading axes ...).
+      given: optional (..., A', 8) agent boxes of the current frame in its ego frame (layout
+        guidance), used instead of the anchor's agents where given_on (...) is true.
+    Returns:
+      (..., G, G, C + 1) float32: one-hot classes at the model's grid (all zero where unknown: out
+      of the anchor's view, or under its agents), and the age channel (age / refine_gap).
+    """
+    lead = anchor.grid.shape[:-2]
+    flat = lambda a, k: a.reshape((-1,) + a.shape[a.ndim - k :])  # noqa: E731
+    boxes, _ = anchor.boxes_now()
+    paint = jax.vmap(lambda b: paint_boxes(b, FINE).astype(jnp.int32))
+    agents = paint(flat(boxes, 2))
+    if given is not None:
+        on = jnp.broadcast_to(jnp.asarray(given_on, bool), lead).reshape(-1)
+        agents = jnp.where(on[:, None, None], paint(flat(given, 2)), agents)
+    grid = flat(anchor.grid, 2)
+    static = jnp.where(grid >= FIRST_AGENT_CLASS, -1, grid)
+    # with boxes, the ground under the anchor's agents is known from around them (their boxes say
+    # where they went); without, those cells stay unknown (the decoder decides)
+    has_boxes = jnp.any(flat(anchor.agents, 2)[..., 7] > 0.5, axis=-1)
+    static = jnp.where(has_boxes[:, None, None], jax.vmap(fill_under_agents)(static), static)
+    moved = jax.vmap(warp_nearest)(static, flat(anchor.pose, 1))
+    classes = pool(jnp.where(agents > 0, agents, moved), cfg)
+    onehot = jax.nn.one_hot(classes, cfg.num_classes)  # -1 (unknown) -> all zero
+    age = (flat(anchor.age, 0).astype(jnp.float32) / cfg.refine_gap)[:, None, None, None]
+    out = jnp.concatenate([onehot, jnp.broadcast_to(age, onehot.shape[:-1] + (1,))], axis=-1)
+    return out.reshape(lead + out.shape[1:])
+
+
+def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=None):
     """Decode a rollout's BEV frame by frame (one `lax.scan`), each refined with the anchor.
 
     Args:
       model: the `WorldModel` (without a refiner: the plain decoder).
       occ: (B, F, g, g, Co) normalised latents of the generated frames.
-      last_grid: (B, G, G) int the last context grid (the first anchor).
+      anchor: the first `Anchor` (batch B): the last context keyframe.
       motions: (B, F, 3) raw ego motion into each generated frame (dx, dy m, dyaw rad).
+      given: optional (B, F, A, 8) agent boxes of each generated frame (its ego frame), used by
+        the scenarios where given_on (B,) is true (layout guidance).
     Returns:
       (B, F, G, G) int32 class ids.
     """
     cfg = model.cfg
+    B, F = occ.shape[:2]
+    if given is None:
+        given = jnp.zeros((B, F, 1, 8), jnp.float32)
+        given_on = jnp.zeros((B,), bool)
 
     def one(anchor, x):
-        z, m = x
+        z, m, g = x
         anchor = anchor.moved(m)
-        grid = model.decode_occupancy(z, anchor)
+        grid = model.decode_occupancy(z, anchor, g, given_on)
         return anchor.renewed(grid, cfg), grid
 
-    _, grids = jax.lax.scan(one, Anchor.at(last_grid), (jnp.swapaxes(occ, 0, 1), jnp.swapaxes(motions, 0, 1)))
+    xs = (jnp.swapaxes(occ, 0, 1), jnp.swapaxes(motions, 0, 1), jnp.swapaxes(given, 0, 1))
+    _, grids = jax.lax.scan(one, anchor, xs)
     return jnp.swapaxes(grids, 0, 1)

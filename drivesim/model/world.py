@@ -17,7 +17,7 @@ from flax import nnx
 from drivesim.data.classes import AGENT_TO_OCC
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
-from drivesim.model.refine import OccRefiner, reference
+from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, reference
 from drivesim.model.tokenizers import Tokenizers, kl
 
 
@@ -100,33 +100,35 @@ class WorldModel(nnx.Module):
         occ, _ = self.tokenizers.encode_occupancy(prepare_occupancy(occupancy, self.cfg))
         return (occ - self.occ_mean[...]) / self.occ_std[...]
 
-    def decode(self, cam, occ, anchor=None):
+    def decode(self, cam, occ, anchor=None, given=None, given_on=None):
         """Normalised latents -> images (..., 6, H, W, 3) uint8 and BEV classes (..., G, G)."""
-        return self.decode_cameras(cam), self.decode_occupancy(occ, anchor)
+        return self.decode_cameras(cam), self.decode_occupancy(occ, anchor, given, given_on)
 
     def decode_cameras(self, cam):
         """Normalised camera latents -> images (..., 6, H, W, 3) uint8."""
         return images_to_uint8(self.tokenizers.decode_cameras(cam * self.cam_std[...] + self.cam_mean[...]))
 
-    def decode_occupancy(self, occ, anchor=None):
+    def decode_occupancy(self, occ, anchor=None, given=None, given_on=None):
         """Normalised BEV latents (..., g, g, C) -> class ids (..., G, G) int32 (see `occupancy_logits`)."""
-        return jnp.argmax(self.occupancy_logits(occ, anchor), axis=-1).astype(jnp.int32)
+        return jnp.argmax(self.occupancy_logits(occ, anchor, given, given_on), axis=-1).astype(jnp.int32)
 
-    def occupancy_logits(self, occ, anchor=None):
+    def occupancy_logits(self, occ, anchor=None, given=None, given_on=None):
         """Normalised BEV latents (..., g, g, C) -> class logits (..., G, G, classes).
 
         With a refiner (`cfg.occ_refine`) and an `anchor` (`drivesim.model.refine.Anchor`, leading
-        axes as `occ`'s), the decoder's logits are refined with the anchor's grid seen from this
-        frame; without either, the tokenizer's decoder alone.
+        axes as `occ`'s), the decoder's logits are refined with the anchor's constant-velocity
+        forecast of this frame (or, where given_on, the given agent boxes (..., A, 8) of this
+        frame); without either, the tokenizer's decoder alone.
         """
-        return self.refine(self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...]), anchor)
+        logits = self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...])
+        return self.refine(logits, anchor, given, given_on)
 
-    def refine(self, logits, anchor=None):
+    def refine(self, logits, anchor=None, given=None, given_on=None):
         """The decoder's logits (..., G, G, classes) refined with the anchor (unchanged without a
         refiner or an anchor)."""
         if self.refiner is None or anchor is None:
             return logits
-        ref = reference(anchor.grid, anchor.pose, self.cfg)
+        ref = reference(anchor, self.cfg, given, given_on)
         lead = logits.shape[:-3]
         out = self.refiner(logits.reshape((-1,) + logits.shape[-3:]), ref.reshape((-1,) + ref.shape[-3:]))
         return out.reshape(lead + out.shape[1:])
@@ -198,15 +200,17 @@ def refiner_loss(refiner, base: WorldModel, batch, cfg: WorldModelConfig):
     """Cross-entropy of the refined BEV (stage 3; the tokenizers and dynamics of `base` frozen).
 
     batch: target (B, 160, 160) true grid of the decoded frame; anchor (B, 160, 160) the grid of
-    an earlier frame and pose (B, 3) the decoded frame's pose in its ego frame; z (B, g, g, Co)
-    normalised latents the dynamics predicted for the target frame, used where predicted (B,) is
-    true (elsewhere the target's own encoded latents).
+    an earlier frame, pose (B, 3) the decoded frame's pose in its ego frame and age (B,) the
+    keyframes between them; agents_prev, agents (B, A, 8) the boxes at the keyframe before the
+    anchor and at the anchor, motion_prev (B, 3) the ego motion between those two; given (B, A, 8)
+    the decoded frame's true boxes, used where given_on (B,) (layout guidance); z (B, g, g, Co)
+    normalised latents the dynamics predicted for the target frame.
     """
     target = prepare_occupancy(batch["target"], cfg)
-    z_true = base.encode_occupancy(batch["target"])
-    z = jnp.where(batch["predicted"][:, None, None, None], batch["z"], z_true)
-    base_logits = jax.lax.stop_gradient(base.occupancy_logits(z))
-    ref = reference(prepare_occupancy(batch["anchor"], cfg), batch["pose"], cfg)
+    base_logits = jax.lax.stop_gradient(base.occupancy_logits(batch["z"]))
+    velocity = agent_velocity(batch["agents_prev"], batch["agents"], batch["motion_prev"])
+    anchor = Anchor.at(batch["anchor"], batch["agents"], velocity)._replace(pose=batch["pose"], age=batch["age"])
+    ref = reference(anchor, cfg, batch["given"], batch["given_on"])
     logits = refiner(base_logits, ref).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]

@@ -97,12 +97,12 @@ def speeds_along(xy, speed0, dt: float = SIM_DT):
     return jnp.concatenate([jnp.reshape(speed0, (1,)).astype(seg.dtype), seg / dt])
 
 
-def forecast_layout(agents: AgentState, size, category, t, ego_xy, ego_yaw, mcfg):
-    """The model's layout grid (G, G) of agents moved `t` seconds at constant velocity, seen from
-    the ego pose (ego_xy, ego_yaw)."""
+def forecast_boxes(agents: AgentState, size, category, t, ego_xy, ego_yaw):
+    """The agent boxes (A, 8) moved `t` seconds at constant velocity, in the ego frame of
+    (ego_xy, ego_yaw) (the model's layout rows)."""
     heading = jnp.stack([jnp.cos(agents.yaw), jnp.sin(agents.yaw)], axis=-1)
     moved = agents.replace(xy=agents.xy + (agents.speed * t)[:, None] * heading)
-    return layout_grid(wm_engine.layout_boxes(moved, size, category, ego_xy, ego_yaw), mcfg)
+    return wm_engine.layout_boxes(moved, size, category, ego_xy, ego_yaw)
 
 
 @jax.named_scope("imagine")
@@ -156,22 +156,24 @@ def imagine(
         motion = motion.at[p].set(raw / jnp.asarray(MOTION_SCALE))
         if guided:
             agents, size, category = layout_agents
-            lay = forecast_layout(agents, size, category, times[j], jax.lax.stop_gradient(xy),
-                                  jax.lax.stop_gradient(yaw), mcfg)  # fmt: skip
+            boxes = forecast_boxes(agents, size, category, times[j], jax.lax.stop_gradient(xy),
+                                   jax.lax.stop_gradient(yaw))  # fmt: skip
+            lay = layout_grid(boxes, mcfg)
         else:
-            lay = jnp.zeros((G, G), jnp.int32)
+            boxes, lay = None, jnp.zeros((G, G), jnp.int32)
         layout = layout.at[p].set(lay)
         k = jax.random.fold_in(key, j)
         xc, xo = sample_frame(model.dynamics, cam[None], occ[None], motion[None], layout[None], on, p, k, mcfg)
         cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
         anchor = anchor.moved(raw)
         plain = model.occupancy_logits(xo[0])
-        refined = model.refine(plain, anchor)
+        refined = model.refine(plain, anchor, boxes, guided)
         anchor = anchor.renewed(jnp.argmax(refined, axis=-1).astype(jnp.int32), mcfg)
-        # as the engine reads agents: the map from the refined grid, agents from the decoder's own
-        # (the refined grid also keeps agents the anchor saw where they have since left)
-        agent = (jnp.argmax(plain, -1) >= FIRST_AGENT_CLASS) | (jnp.argmax(refined, -1) >= FIRST_AGENT_CLASS)
-        logits = jnp.where(agent[..., None], plain, refined)
+        if cfg.agents_from == "refined":
+            logits = refined
+        else:  # as the engine reads agents: the map from the refined grid, agents from the decoder's own
+            agent = (jnp.argmax(plain, -1) >= FIRST_AGENT_CLASS) | (jnp.argmax(refined, -1) >= FIRST_AGENT_CLASS)
+            logits = jnp.where(agent[..., None], plain, refined)
         return (cam, occ, motion, layout, count + 1, xy, yaw, anchor), logits
 
     init = (state.cam, state.occ, state.motion, state.layout, state.count, state.key_xy, state.key_yaw, state.anchor)

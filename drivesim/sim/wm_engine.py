@@ -76,8 +76,14 @@ class WMConfig:
     """Weight of the previous velocity when a tracked agent's velocity is re-measured."""
     min_moving: float = 0.5
     """Below this speed (m/s) an agent counts as standing."""
+    agents_from: str = "refined"
+    """Which predicted grid the agents are read off: "refined" (the refiner's, whose reference
+    moves the known agents at constant velocity) or "decoder" (the coarse decoder's own; the
+    choice of an earlier refiner whose reference left agents where the anchor saw them)."""
 
     def __post_init__(self):
+        if self.agents_from not in ("refined", "decoder"):
+            raise ValueError(f"agents_from must be 'refined' or 'decoder', got {self.agents_from!r}")
         if self.keyframe_steps % self.sim.replan_every:
             raise ValueError(
                 f"replan_every {self.sim.replan_every} must divide the {self.keyframe_steps} steps of a "
@@ -146,8 +152,9 @@ class WMState:
       seen: what planners and scores see at the last keyframe: `tracked`, then the predicted
         agent cells no tracked agent explains (`unexplained_blocks`).
       images: (6, h, w, 3) uint8 decoded views of the last keyframe (zeros unless decoded).
-      anchor: the BEV refiner's reference (`drivesim.model.refine.Anchor`): the last context grid,
-        later the model's own, and the ego pose in its frame.
+      anchor: the BEV refiner's reference (`drivesim.model.refine.Anchor`): the last context grid
+        and the logged boxes and velocities at t0 (later the model's own grid, the agents carried
+        on at constant velocity), and the ego pose in its frame.
     """
 
     base: SimState
@@ -402,12 +409,18 @@ def reset(handle: ModelHandle, log: Log, t0, context: Context, rng=None, cfg: WM
         category=ag.category,
     )
     extra = unexplained_blocks(grids[-1], tracked, ego_xy, ego_yaw, cfg.extra_agents, cfg)
+    # the refiner's anchor: the last context grid, the logged boxes at t0 and their velocities
+    c, sn = jnp.cos(ego_yaw), jnp.sin(ego_yaw)
+    ego_vel = jnp.stack([c * vel[:, 0] + sn * vel[:, 1], -sn * vel[:, 0] + c * vel[:, 1]], axis=-1)
+    valid = ag.valid[:, base.t0]
+    boxes = layout_boxes(tracked.agents, ag.size, ag.category, ego_xy, ego_yaw)
+    anchor = Anchor.at(context.occupancy[-1], boxes, jnp.where(valid[:, None], ego_vel, 0.0))
     seen = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tracked, extra)
     h, w = mcfg.image_size[1], mcfg.image_size[0]
     return WMState(
         base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=jnp.asarray(H, jnp.int32),
         key_xy=ego_xy, key_yaw=ego_yaw, key_step=base.step, grid=grids[-1], tracked=tracked, seen=seen,
-        images=jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8), anchor=Anchor.at(grids[-1]),
+        images=jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8), anchor=anchor,
     )  # fmt: skip
 
 
@@ -435,13 +448,11 @@ def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig(
     cam, occ = cam.at[p].set(xc[0]), occ.at[p].set(xo[0])
     anchor = state.anchor.moved(raw)
     plain = model.occupancy_logits(xo[0])
-    grid = jnp.argmax(model.refine(plain, anchor), axis=-1).astype(jnp.int32)
+    grid = jnp.argmax(model.refine(plain, anchor, boxes, cfg.layout), axis=-1).astype(jnp.int32)
     anchor = anchor.renewed(grid, mcfg)
     images = model.decode_cameras(xc[0]) if cfg.decode_cameras else state.images
     given = base.agents if cfg.layout else None
-    # agents are read off the decoder's own grid: the refined one also keeps agents the anchor saw
-    # where they have since left (a ghost there is a collision; in IoU it costs a few cells)
-    agent_grid = jnp.argmax(plain, axis=-1).astype(jnp.int32)
+    agent_grid = grid if cfg.agents_from == "refined" else jnp.argmax(plain, axis=-1).astype(jnp.int32)
     tracked, seen = read_world(agent_grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
     return state.replace(
         cam=cam, occ=occ, motion=motion, layout=layout, count=state.count + 1,

@@ -192,7 +192,7 @@ def test_scores_come_from_the_prediction(handle, sim_logs):
 SHARD_SCRIPT = textwrap.dedent(
     """
     import os, sys, json
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     sys.path.insert(0, sys.argv[2])
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
