@@ -87,9 +87,10 @@ def agent_velocity(prev, last, motion_prev, dt: float = KEYFRAME_DT):
 
 
 def pool(grid, cfg: WorldModelConfig):
-    """(..., 160, 160) class ids (-1: unknown) -> (..., G, G) by max (class ids are ordered by
-    priority, as `drivesim.model.world.prepare_occupancy` pools the truth)."""
-    f = 160 // cfg.occ_grid
+    """(..., 160, 160) class ids (-1: unknown) -> (..., G, G) by max: class ids are ordered by
+    priority, so agents win over markings over road (the truth is pooled so, through
+    `drivesim.model.world.prepare_occupancy`)."""
+    f = cfg.occ_downsample
     *lead, n, m = grid.shape
     return grid.reshape(*lead, n // f, f, m // f, f).max(axis=(-3, -1))
 

@@ -17,7 +17,7 @@ from flax import nnx
 from drivesim.data.classes import AGENT_TO_OCC
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
-from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, reference
+from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, pool, reference
 from drivesim.model.tokenizers import Tokenizers, kl
 
 
@@ -37,10 +37,7 @@ def images_to_uint8(x):
 
 def prepare_occupancy(grid, cfg: WorldModelConfig):
     """(..., 160, 160) class ids -> (..., G, G) int32 by max-pooling (priority-preserving)."""
-    f = cfg.occ_downsample
-    *lead, n, m = grid.shape
-    x = grid.reshape(*lead, n // f, f, m // f, f)
-    return x.max(axis=(-3, -1)).astype(jnp.int32)
+    return pool(grid, cfg).astype(jnp.int32)
 
 
 def motion_into_frames(ego_motion):
