@@ -12,7 +12,7 @@ OCC_EXTENT = 40.0
 """Half-size of the BEV grid (m)."""
 
 
-REFINE_FIELDS = ("occ_refine", "refine_channels", "refine_gap")
+REFINE_FIELDS = ("occ_refine", "refine_channels", "refine_gap", "refine_prior")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,10 @@ class WorldModelConfig:
     refine_gap: int = 6
     """Most keyframes between the reference and the decoded frame: a longer rollout re-anchors on
     its own decoded grid every this many keyframes (the refiner is trained on gaps 1 .. this)."""
+    refine_prior: float = 0.5
+    """The reference's weight in the refiner's prior (the decoder's probabilities get the rest).
+    Above 0.5 the reference's class wins wherever it knows one unless the learned correction says
+    otherwise; at 0.5 a confident decoder ties with it."""
     num_classes: int = 9
     """Occupancy classes (drivesim.data.classes)."""
     cameras: int = 6
@@ -112,6 +116,8 @@ class WorldModelConfig:
         return d
 
     def validate(self) -> None:
+        if not 0.0 < self.refine_prior < 1.0:
+            raise ValueError(f"refine_prior {self.refine_prior} must lie strictly between 0 and 1")
         r, c = self.cam_grid
         if r % 2 or c % 2 or r < 2:
             raise ValueError(f"image size {self.image_size} gives a {r}x{c} latent grid; it must be even")

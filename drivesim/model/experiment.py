@@ -3,8 +3,10 @@
 `run(experiment, workdir)` is what `drivesim train --config experiments/<name>.py --workdir W`
 runs: make the training data if it is missing (a synthetic set and its clip cache, from a recipe),
 train the tokenizers (W/tokenizer), encode the clips and train the dynamics (W/dynamics), then
-export one self-contained file W/world_model.npz (+ .json): the config, the latent statistics and
-all parameters. Each stage resumes from its checkpoints with `resume=True`; a finished stage is
+with a refiner, predict training futures and train it (W/refiner), then, with a validation set,
+fit the BEV's decision bias (W/calibration.json, `drivesim.model.calibrate`), and export one
+self-contained file W/world_model.npz (+ .json): the config, the latent statistics and all
+parameters. Each stage resumes from its checkpoints with `resume=True`; a finished stage is
 skipped.
 """
 
@@ -14,6 +16,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -56,6 +59,11 @@ class Experiment:
     """Stage 3, the BEV refiner (needs `model.occ_refine`)."""
     refiner_clips: int = 640
     """Training clips whose futures the trained dynamics predict for the refiner to decode."""
+    calibration: TrainingData | None = None
+    """A validation set (its own seed: neither the training nor the evaluation world) on which the
+    refined BEV's decision bias is fitted (`drivesim.model.calibrate`); None: no bias."""
+    calibration_clips: int = 96
+    """Forecasting clips of the validation set the bias is fitted on."""
 
 
 def ensure_training_data(data: TrainingData, frame_size=(64, 36), progress: bool = True) -> Path:
@@ -113,7 +121,37 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, b
     model = assemble(exp.model, tokenizers, dynamics, clips.stats)
     if exp.model.occ_refine:
         model = train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
+        model = calibrate_model(exp, model, workdir / "calibration.json", progress)
     return save_world_model(model, workdir / "world_model.npz")
+
+
+def _refiner_fingerprint(model: WorldModel) -> float:
+    return float(sum(float(np.abs(np.asarray(v)).sum()) for v in jax.tree.leaves(nnx.state(model.refiner))))
+
+
+def calibrate_model(exp: Experiment, model: WorldModel, record: Path, progress: bool) -> WorldModel:
+    """Stage 4: fit the refined BEV's decision bias on the validation set (none configured: the
+    model is unchanged). A finished calibration of the same refiner is read back from `record`."""
+    from drivesim.atomic import write_json
+    from drivesim.model.calibrate import calibrate
+    from drivesim.model.tasks import CacheScenes
+
+    if exp.calibration is None:
+        return model
+    fingerprint = _refiner_fingerprint(model)
+    if record.exists():
+        done = json.loads(record.read_text())
+        if abs(done.get("refiner_fingerprint", -1.0) - fingerprint) <= 1e-6 * max(1.0, fingerprint):
+            model.occ_bias[...] = jnp.asarray(done["bias"], jnp.float32)
+            return model
+    cache = ensure_training_data(exp.calibration, exp.model.frame_size, progress)
+    data = CacheScenes(cache).check(exp.model)
+    with bar(not progress, "calibrating the BEV decision", exp.calibration_clips) as tick:
+        report = calibrate(model, data, exp.calibration_clips, progress=tick)
+    report["refiner_fingerprint"] = fingerprint
+    report["validation"] = str(cache)
+    write_json(record, report)
+    return model
 
 
 def train_refiner(exp: Experiment, model: WorldModel, cache: Path, workdir: Path, resume: bool, progress: bool):
@@ -157,7 +195,8 @@ def _refine_base(exp: Experiment, base: Path, cache: Path, workdir: Path, resume
     nnx.update(model.dynamics, nnx.state(prior.dynamics))
     for name in ("cam_mean", "cam_std", "occ_mean", "occ_std"):
         getattr(model, name)[...] = getattr(prior, name)[...]
-    return train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
+    model = train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
+    return calibrate_model(exp, model, workdir / "calibration.json", progress)
 
 
 def assemble(cfg: WorldModelConfig, tokenizers, dynamics, stats: dict) -> WorldModel:
@@ -228,6 +267,9 @@ def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
     flat = nnx.to_flat_state(nnx.state(model))
     for key, var in flat:
         name = "/".join(str(k) for k in key)
+        if name not in data and name == "occ_bias":  # a model from before decision biases: none
+            var.set_value(jnp.zeros(var.get_value().shape, jnp.float32))
+            continue
         if name not in data:
             raise DataError(f"{path} lacks parameter {name}; it does not match this version of drivesim")
         value = data[name]

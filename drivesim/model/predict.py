@@ -35,7 +35,8 @@ class Future(NamedTuple):
     occupancy: jax.Array
 
 
-def _rollout(graphdef, state, frames, occupancy, motion, agents, layout_on, rng):
+def _rollout(graphdef, state, frames, occupancy, motion, agents, layout_on, rng, logits=False):
+    """The generated future; with `logits`, only the BEV, as refined logits (B, F, G, G, C)."""
     model: WorldModel = nnx.merge(graphdef, state)
     cfg = model.cfg
     cam, occ = model.encode(frames, occupancy)
@@ -43,15 +44,15 @@ def _rollout(graphdef, state, frames, occupancy, motion, agents, layout_on, rng)
     # frame by frame (lax.map), not vmapped: temporaries stay flat in the horizon
     lay = jax.lax.map(jax.vmap(lambda a: layout_grid(a, cfg)), jnp.swapaxes(agents, 0, 1))
     zc, zo = generate(model.dynamics, cam, occ, motion_into_frames(steps), rng, cfg, jnp.swapaxes(lay, 0, 1), layout_on)
-    images = jax.lax.map(model.decode_cameras, jnp.swapaxes(zc, 0, 1))
+    images = None if logits else jnp.swapaxes(jax.lax.map(model.decode_cameras, jnp.swapaxes(zc, 0, 1)), 0, 1)
     # the BEV frame by frame, each refined with the constant-velocity forecast from the last
     # context keyframe (its map moved by the ego motion, its agents by their last velocity)
     H = cfg.history
     before = max(H - 2, 0)
     velocity = agent_velocity(agents[:, before], agents[:, H - 1], motion[:, before] * (H >= 2))
     anchor = Anchor.at(occupancy[:, -1], agents[:, H - 1], velocity)
-    classes = decode_rollout(model, zo, anchor, motion[:, H - 1 :], agents[:, H:], layout_on)
-    return Future(jnp.swapaxes(images, 0, 1), classes)
+    classes = decode_rollout(model, zo, anchor, motion[:, H - 1 :], agents[:, H:], layout_on, logits=logits)
+    return Future(images, classes)
 
 
 class Predictor:
@@ -62,6 +63,7 @@ class Predictor:
         self.cfg = model.cfg
         self.graphdef, self.state = nnx.split(model)
         self._fn = jax.jit(functools.partial(_rollout, self.graphdef))
+        self._logits = jax.jit(functools.partial(_rollout, self.graphdef, logits=True))
 
     def check(self, frames, occupancy, motion, agents=None) -> int:
         """Validate input shapes and values; returns F, the number of keyframes to generate."""
@@ -123,6 +125,12 @@ class Predictor:
             jnp.asarray(layout_on, bool),
             rng,
         )
+
+    def bev_logits(self, frames, occupancy, motion, rng, agents, layout_on):
+        """The refined BEV logits (B, F, G, G, C) of the future `__call__` would generate (no cameras)."""
+        self.check(frames, occupancy, motion, agents)
+        args = (frames, occupancy, jnp.asarray(motion, jnp.float32), jnp.asarray(agents, jnp.float32))
+        return self._logits(self.state, *args, jnp.asarray(layout_on, bool), rng).occupancy
 
     def compiled_count(self) -> int:
         """How many input signatures have been compiled so far (to check for recompiles)."""

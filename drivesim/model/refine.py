@@ -21,8 +21,8 @@ The anchor (`Anchor`) is the last context keyframe with its agents' boxes and ve
 last two context keyframes); in long rollouts it is re-anchored on the model's own grid every
 `cfg.refine_gap` keyframes, its agents carried on at constant velocity. The refiner outputs a
 correction (zero at initialisation) to a prior: the log of the reference and the decoder's
-probabilities averaged, so an untrained refiner follows the reference where it knows a class and
-the decoder elsewhere. Trained (stage 3 of `drivesim train`) on latents the trained dynamics
+probabilities mixed (`cfg.refine_prior` the reference's weight), so an untrained refiner follows
+the reference where it knows a class and the decoder elsewhere. Trained (stage 3 of `drivesim train`) on latents the trained dynamics
 predicted for training clips (free-running and layout-guided) against the true grids; the
 tokenizers and the dynamics stay frozen. So the model forecasts as a learned correction
 of physics: it can keep what constant velocity gets right (the map in view, agents that keep
@@ -48,8 +48,6 @@ AGENT_SLOTS = 64
 """Agent rows of an anchor without agents (the clip cache's slots)."""
 FIRST_AGENT_CLASS = 5
 """Occupancy classes from this one on are agents (`drivesim.data.classes`)."""
-REF_WEIGHT = 0.5
-"""The reference's weight in the refiner's prior (the decoder's probabilities get the rest)."""
 FINE = OccupancyConfig(extent=OCC_EXTENT, resolution=0.5)
 """The cache's grid (160 x 160 at 0.5 m), where the reference is made before pooling."""
 
@@ -143,6 +141,7 @@ class OccRefiner(nnx.Module):
         self.up = nnx.List([Up(w[i + 1], w[i], rngs=rngs) for i in reversed(range(len(w) - 1))])
         self.skip = nnx.List([nnx.Conv(2 * w[i], w[i], (1, 1), rngs=rngs) for i in reversed(range(len(w) - 1))])
         self.head = nnx.Conv(w[0], C, (3, 3), padding="SAME", kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.ref_weight = cfg.refine_prior
 
     def __call__(self, logits, ref):
         probs = jax.nn.softmax(logits, axis=-1)
@@ -156,7 +155,8 @@ class OccRefiner(nnx.Module):
             x = skip(jnp.concatenate([up(x), s], axis=-1))
         # the prior: the decoder and the reference averaged (the reference decides where it knows
         # a class, the decoder elsewhere); the U-Net learns the correction to it
-        prior = jnp.log(REF_WEIGHT * ref[..., : probs.shape[-1]] + (1 - REF_WEIGHT) * probs + 1e-4)
+        r = self.ref_weight
+        prior = jnp.log(r * ref[..., : probs.shape[-1]] + (1 - r) * probs + 1e-4)
         return prior + self.head(nnx.silu(x))
 
 
@@ -167,7 +167,11 @@ class Anchor(NamedTuple):
     pose: (..., 3) float32 the current frame's pose in the anchor's frame;
     age: (...) int32 keyframes since the anchor;
     agents: (..., A, 8) float32 the anchor's agent boxes in its frame (`agent_velocity`'s rows);
-    velocity: (..., A, 2) float32 their velocities (m/s) in the anchor's frame.
+    velocity: (..., A, 2) float32 their velocities (m/s) in the anchor's frame;
+    fine: (...) bool whether the grid is a 0.5 m one (a context grid, resampled at 0.5 m and
+      pooled as the truth is) or a model grid at 1 m, upsampled (re-anchored: resampled at its own
+      1 m cells, since pooling it again would grow every class over its lower neighbours by a
+      cell at each re-anchoring).
     """
 
     grid: jax.Array
@@ -175,6 +179,7 @@ class Anchor(NamedTuple):
     age: jax.Array
     agents: jax.Array
     velocity: jax.Array
+    fine: jax.Array
 
     @staticmethod
     def at(grid, agents=None, velocity=None) -> Anchor:
@@ -182,7 +187,8 @@ class Anchor(NamedTuple):
         coarser (..., G, G) one is upsampled), optional agent boxes (..., A, 8) and velocities
         (..., A, 2) (none: `AGENT_SLOTS` empty rows; no velocity: standing still)."""
         grid = jnp.asarray(grid, jnp.int32)
-        if grid.shape[-1] != FINE.size:
+        fine = grid.shape[-1] == FINE.size
+        if not fine:
             f = FINE.size // grid.shape[-1]
             grid = jnp.repeat(jnp.repeat(grid, f, axis=-2), f, axis=-1)
         lead = grid.shape[:-2]
@@ -192,7 +198,8 @@ class Anchor(NamedTuple):
         if velocity is None:
             velocity = jnp.zeros(agents.shape[:-1] + (2,), jnp.float32)
         zero = jnp.zeros(lead, jnp.int32)
-        return Anchor(grid, jnp.zeros(lead + (3,), jnp.float32), zero, agents, jnp.asarray(velocity, jnp.float32))
+        velocity = jnp.asarray(velocity, jnp.float32)
+        return Anchor(grid, jnp.zeros(lead + (3,), jnp.float32), zero, agents, velocity, jnp.full(lead, fine))
 
     def moved(self, motion) -> Anchor:
         """The anchor after the ego moves by raw `motion` (..., 3) into the next keyframe."""
@@ -248,15 +255,20 @@ def reference(anchor: Anchor, cfg: WorldModelConfig, given=None, given_on=None):
     # where they went); without, those cells stay unknown (the decoder decides)
     has_boxes = jnp.any(flat(anchor.agents, 2)[..., 7] > 0.5, axis=-1)
     static = jnp.where(has_boxes[:, None, None], jax.vmap(fill_under_agents)(static), static)
-    moved = jax.vmap(warp_nearest)(static, flat(anchor.pose, 1))
-    classes = pool(jnp.where(agents > 0, agents, moved), cfg)
+    pose = flat(anchor.pose, 1)
+    fine = pool(jax.vmap(warp_nearest)(static, pose), cfg)
+    f = cfg.occ_downsample
+    coarse = jax.vmap(warp_nearest)(static[:, ::f, ::f], pose)  # a re-anchored model grid
+    moved = jnp.where(flat(anchor.fine, 0)[:, None, None], fine, coarse)
+    painted = pool(agents, cfg)
+    classes = jnp.where(painted > 0, painted, moved)
     onehot = jax.nn.one_hot(classes, cfg.num_classes)  # -1 (unknown) -> all zero
     age = (flat(anchor.age, 0).astype(jnp.float32) / cfg.refine_gap)[:, None, None, None]
     out = jnp.concatenate([onehot, jnp.broadcast_to(age, onehot.shape[:-1] + (1,))], axis=-1)
     return out.reshape(lead + out.shape[1:])
 
 
-def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=None):
+def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=None, logits: bool = False):
     """Decode a rollout's BEV frame by frame (one `lax.scan`), each refined with the anchor.
 
     Args:
@@ -266,6 +278,7 @@ def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=Non
       motions: (B, F, 3) raw ego motion into each generated frame (dx, dy m, dyaw rad).
       given: optional (B, F, A, 8) agent boxes of each generated frame (its ego frame), used by
         the scenarios where given_on (B,) is true (layout guidance).
+      logits: return the refined logits (B, F, G, G, C) instead of the class ids.
     Returns:
       (B, F, G, G) int32 class ids.
     """
@@ -278,8 +291,9 @@ def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=Non
     def one(anchor, x):
         z, m, g = x
         anchor = anchor.moved(m)
-        grid = model.decode_occupancy(z, anchor, g, given_on)
-        return anchor.renewed(grid, cfg), grid
+        out = model.occupancy_logits(z, anchor, g, given_on)
+        grid = jnp.argmax(out, axis=-1).astype(jnp.int32)
+        return anchor.renewed(grid, cfg), (out if logits else grid)
 
     xs = (jnp.swapaxes(occ, 0, 1), jnp.swapaxes(motions, 0, 1), jnp.swapaxes(given, 0, 1))
     _, grids = jax.lax.scan(one, anchor, xs)

@@ -73,8 +73,14 @@ class LatentStats(nnx.Variable):
     """Normalisation statistics of the latents (not trained)."""
 
 
+class DecisionBias(nnx.Variable):
+    """Per-class offsets added to the refined BEV logits before the argmax (not trained by
+    gradient: fitted on a validation set, `drivesim.model.calibrate`)."""
+
+
 class WorldModel(nnx.Module):
-    """Tokenizers, dynamics and the latents' per-channel mean and std."""
+    """Tokenizers, dynamics, the latents' per-channel mean and std, and (with a refiner) the BEV's
+    decision bias."""
 
     def __init__(self, cfg: WorldModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -85,6 +91,7 @@ class WorldModel(nnx.Module):
         self.cam_std = LatentStats(jnp.ones((cfg.cam_latent,)))
         self.occ_mean = LatentStats(jnp.zeros((cfg.occ_latent,)))
         self.occ_std = LatentStats(jnp.ones((cfg.occ_latent,)))
+        self.occ_bias = DecisionBias(jnp.zeros((cfg.num_classes,)))
 
     def encode(self, frames, occupancy):
         """Normalised latent means of raw cache frames (..., 6, 36, 64, 3) and grids (..., 160, 160)."""
@@ -121,14 +128,14 @@ class WorldModel(nnx.Module):
         return self.refine(logits, anchor, given, given_on)
 
     def refine(self, logits, anchor=None, given=None, given_on=None):
-        """The decoder's logits (..., G, G, classes) refined with the anchor (unchanged without a
-        refiner or an anchor)."""
+        """The decoder's logits (..., G, G, classes) refined with the anchor, plus the decision bias
+        (unchanged without a refiner or an anchor)."""
         if self.refiner is None or anchor is None:
             return logits
         ref = reference(anchor, self.cfg, given, given_on)
         lead = logits.shape[:-3]
         out = self.refiner(logits.reshape((-1,) + logits.shape[-3:]), ref.reshape((-1,) + ref.shape[-3:]))
-        return out.reshape(lead + out.shape[1:])
+        return out.reshape(lead + out.shape[1:]) + self.occ_bias[...]
 
 
 # ------------------------------------------------------------------ losses

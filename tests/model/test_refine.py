@@ -56,6 +56,20 @@ def test_reference_moves_the_map_with_the_ego():
     np.testing.assert_array_equal(left[:, 2:, :9], onehot[:, :-2])
 
 
+def test_a_reanchored_grid_is_resampled_at_its_own_cells_and_does_not_grow():
+    # the model's own 1 m grid (a re-anchoring): a walkway row across a road, seen 0.6 m on
+    grid = np.ones((80, 80), np.int64)
+    grid[40] = 2
+    coarse = Anchor.at(jnp.asarray(grid))
+    assert not bool(coarse.fine) and bool(Anchor.at(jnp.asarray(_fine(grid))).fine)
+    ref = np.asarray(reference(coarse._replace(pose=jnp.asarray([0.6, 0.0, 0.0]), age=jnp.asarray(1)), CFG))
+    walk = ref[..., 2] == 1
+    assert walk.sum() == 80 and np.all(walk[41])  # one row, one row back: nearest, no growth
+    # the same grid taken as a 0.5 m one is pooled as the truth is: the row spans two
+    fine = np.asarray(reference(_anchor(_fine(grid), [0.6, 0.0, 0.0]), CFG))
+    assert (fine[..., 2] == 1).sum() == 160
+
+
 def test_reference_moves_agents_at_constant_velocity_or_takes_the_given_boxes():
     grid = np.ones((160, 160), np.int64)
     car = np.array([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 1.0]], np.float32)  # a vehicle 10 m ahead

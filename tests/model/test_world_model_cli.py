@@ -29,7 +29,9 @@ def trained(tiny_dataroot, tmp_path_factory):
                                        occ_latent=8, d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2,
                                        occ_refine=True, refine_channels=(8, 16, 16)),
                 data=TrainingData(cache="{work / "cache"}", dataroot="{tiny_dataroot}", version="v1.0-mini"),
-                tokenizer=step, dynamics=step, refiner=step, refiner_clips=4)
+                tokenizer=step, dynamics=step, refiner=step, refiner_clips=4,
+                calibration=TrainingData(cache="{work / "cache"}", dataroot="{tiny_dataroot}", version="v1.0-mini"),
+                calibration_clips=4)
     ''')
     )
     assert main(["train", "--config", str(exp), "--workdir", str(work / "run"), "--quiet"]) == 0
@@ -43,6 +45,11 @@ def test_train_writes_a_model_and_curves(trained):
         lines = (work / "run" / stage / "metrics.jsonl").read_text().splitlines()
         assert lines and all(np.isfinite(json.loads(x)["loss"]) for x in lines)
         assert (work / "run" / stage / "loss.png").exists()
+    # stage 4: the decision bias, fitted on the (here: the same tiny) validation set, is in the model
+    cal = json.loads((work / "run" / "calibration.json").read_text())
+    assert cal["clips"] == 4 and cal["miou_after"] >= cal["miou_before"]
+    stored = np.load(ckpt)["occ_bias"]
+    np.testing.assert_allclose(stored, cal["bias"])
 
 
 def test_eval_wm_writes_the_documented_report(trained, tiny_dataroot, tmp_path, capsys):
