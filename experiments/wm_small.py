@@ -17,21 +17,18 @@ data, seed and schedule), its dynamics from a second run on them; `drivesim trai
 trains all three stages in one go.
 
 BEV refiner (`occ_refine=True`, stage 3, `drivesim.model.refine`): its reference is the
-constant-velocity forecast of each frame, which the refiner corrects. The shipped checkpoint's
-refiner was trained on the previous shipped model's (commit 2a42fa8) tokenizers and dynamics,
-which it keeps unchanged (about 25 min on the 2-core CPU: 640 training futures predicted, ~10 min,
-then 1000 steps):
+constant-velocity forecast of each frame, which the refiner corrects (`refine_prior=0.75`: the
+reference's class wins where it knows one unless the correction says otherwise). Then the decision
+bias (stage 4, `drivesim.model.calibrate`): per-class offsets on the refined logits, fitted for
+mIoU on free-running forecasts of a validation set (12 synthetic scenes of 20 s with seed 2:
+neither the training world nor the evaluation set), about 2 min. The shipped checkpoint's refiner
+and bias were trained on the tokenizers and dynamics of an earlier shipped model (commit 2a42fa8),
+which they keep unchanged (about 35 min on the 2-core CPU: 640 training futures predicted, ~10
+min, then 1500 steps, then the bias):
 
     git show 2a42fa8:data/world_model_small.npz > runs/base_warp.npz
-    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_cv2 --base runs/base_warp.npz
-    cp runs/wm_small_cv2/world_model.npz data/world_model_small.npz   # (+ .json)
-
-Decision bias (stage 4, `drivesim.model.calibrate`): per-class offsets on the refined logits,
-fitted for mIoU on free-running forecasts of a validation set (12 synthetic scenes of 20 s with
-seed 2: neither the training world nor the evaluation set), about 2 min. On the run above (its
-refiner done, so only this stage runs):
-
-    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_cv2 --base runs/base_warp.npz --resume
+    .venv/bin/drivesim train --config experiments/wm_small.py --workdir runs/wm_small_cv3 --base runs/base_warp.npz
+    cp runs/wm_small_cv3/world_model.npz data/world_model_small.npz   # (+ .json)
 """
 
 import dataclasses
