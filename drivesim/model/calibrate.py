@@ -15,12 +15,14 @@ its own seed: neither the training set nor the evaluation set. The offsets are s
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from drivesim.data.classes import NUM_OCC_CLASSES
 from drivesim.metrics.prediction import IouAccumulator
 from drivesim.model.evaluate import HORIZONS, _pad, forecast_clips, horizon_index
-from drivesim.model.predict import Predictor, model_view
+from drivesim.model.predict import Predictor
+from drivesim.model.world import prepare_occupancy
 
 OFFSETS = tuple(np.round(np.arange(-2.0, 2.01, 0.25), 2))
 """The offsets tried for each class (logits; 0.25 is a 28 % change of odds)."""
@@ -48,7 +50,7 @@ def collect(predictor: Predictor, data, max_clips: int, seed: int = 0, batch: in
 
         frames, occ = stack("frames", 0, H), stack("occupancy", 0, H + F)
         motion, agents = stack("ego_motion", 0, H + F - 1), stack("agents", 0, H + F)
-        _, occ_true = model_view(frames[:, :1], occ[:, H:], cfg)
+        occ_true = np.asarray(prepare_occupancy(jnp.asarray(occ[:, H:]), cfg))  # scored as eval-wm scores
         args = (_pad(frames, batch), _pad(occ[:, :H], batch), _pad(motion, batch))
         logits = predictor.bev_logits(*args, jax.random.fold_in(key, b0), _pad(agents, batch), np.zeros(batch, bool))
         out.append(np.asarray(logits[:n, frames_at], np.float32))
