@@ -37,10 +37,10 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.cli import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
-    from drivesim.model.experiment import load_world_model
+    from drivesim.model.model_file import load_world_model
+    from drivesim.pipelines.counterfactual import _fidelity, run_counterfactual
+    from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import BUILTIN
-    from drivesim.sim.counterfactual import _fidelity, run_counterfactual
     from drivesim.sim.edits import parse_edit
     from drivesim.sim.wm_engine import ModelHandle
 

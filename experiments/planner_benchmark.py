@@ -10,7 +10,7 @@ built-in planners; bootstrap 95% intervals over scenarios.) Shrink switch for a 
 
 import dataclasses
 
-from drivesim.metrics.benchmark import BenchConfig
+from drivesim.pipelines.benchmark import BenchConfig
 from drivesim.sim.engine import SimConfig
 
 

@@ -9,7 +9,7 @@ GPU ("auto"). `get_config(quick=True)` shrinks the schedule for a smoke run.
 import dataclasses
 
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.experiment import Experiment, TrainingData
+from drivesim.pipelines.experiment import Experiment, TrainingData
 from drivesim.train import TrainConfig
 
 

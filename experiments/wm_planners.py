@@ -10,13 +10,13 @@ scenes), 8 s each, spread evenly over the selection as `drivesim bench --scenari
 
 Every planner plans every 0.5 s (`replan_every=5`: one plan per world-model frame). Worlds:
 
-- "reference": the kinematic engine (`drivesim.metrics.benchmark.run_planner`, no model) — how
+- "reference": the kinematic engine (`drivesim.pipelines.benchmark.run_planner`, no model) — how
   IDM and PDM-Closed are scored; and, for the world-model planners, the reference engine with the
   model kept in sync (`drivesim.planners.world_model.reference_rollout`: `wm_engine.rollout`,
   layout-guided by the reference agents, scored with the reference engine's exact terms of
   `state.base`). The planner imagines with the model; the exact engine scores it.
 - "world-model (guided)" / "world-model (free)": the world-model engine, scored from what the
-  model predicts (`drivesim.metrics.closed_loop.wm_pdms_terms`), as `drivesim bench --engine
+  model predicts (`drivesim.sim.closed_loop.wm_pdms_terms`), as `drivesim bench --engine
   world-model` does. Its PDMS minus the reference PDMS is the planner's exploitation gap (how much
   better it looks in its own imagination than in the real world).
 
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drivesim.metrics.benchmark import SCORE_KEYS, BenchConfig, bootstrap_ci, check_routes, run_planner, stack_logs
+from drivesim.pipelines.benchmark import SCORE_KEYS, BenchConfig, bootstrap_ci, check_routes, run_planner, stack_logs
 from drivesim.planners.builtin import IdmPlanner, PdmClosed
 from drivesim.planners.world_model import GradientPlanner, WorldModelMPC, reference_rollout
 from drivesim.sim import wm_engine
@@ -106,7 +106,7 @@ def load(cfg: Config):
     the model, as `drivesim bench` loads them."""
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import load_log
-    from drivesim.model.experiment import load_world_model
+    from drivesim.model.model_file import load_world_model
     from drivesim.sim.scenarios import select_scenarios
 
     b = cfg.bench
@@ -144,7 +144,7 @@ def _reference_scored_fn(planner, b: BenchConfig):
 
 def run_reference_scored(planner, logs, scenarios, contexts, handle, b: BenchConfig) -> dict:
     """Scores (host arrays, one per scenario) of a planner in the model-synced reference world;
-    batched and keyed as `drivesim.metrics.benchmark.run_planner`."""
+    batched and keyed as `drivesim.pipelines.benchmark.run_planner`."""
     if b.wm is None or not b.wm.layout:
         raise ValueError("the reference-scored run keeps the model in sync through the layout: set wm.layout")
     fn = _reference_scored_fn(planner, b)

@@ -19,7 +19,7 @@ trains all three stages in one go.
 BEV refiner (`occ_refine=True`, stage 3, `drivesim.model.refine`): its reference is the
 constant-velocity forecast of each frame, which the refiner corrects (`refine_prior=0.75`: the
 reference's class wins where it knows one unless the correction says otherwise). Then the decision
-bias (stage 4, `drivesim.model.calibrate`): per-class offsets on the refined logits, fitted for
+bias (stage 4, `drivesim.pipelines.calibrate`): per-class offsets on the refined logits, fitted for
 mIoU on free-running forecasts of a validation set (12 synthetic scenes of 20 s with seed 2:
 neither the training world nor the evaluation set), about 2 min. The shipped checkpoint's refiner
 and bias were trained on the tokenizers and dynamics of an earlier shipped model (commit 2a42fa8),
@@ -34,7 +34,7 @@ min, then 1500 steps, then the bias):
 import dataclasses
 
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.experiment import Experiment, TrainingData
+from drivesim.pipelines.experiment import Experiment, TrainingData
 from drivesim.train import TrainConfig
 
 

@@ -5,7 +5,7 @@ a minute on a CPU.
 """
 
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.experiment import Experiment, TrainingData
+from drivesim.pipelines.experiment import Experiment, TrainingData
 from drivesim.train import TrainConfig
 
 TINY = WorldModelConfig(

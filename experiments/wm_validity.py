@@ -35,12 +35,12 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.cli import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import load_log
     from drivesim.metrics.agreement import agreement
-    from drivesim.metrics.benchmark import BenchConfig, run_planner, stack_logs
-    from drivesim.model.experiment import load_world_model
+    from drivesim.model.model_file import load_world_model
+    from drivesim.pipelines.benchmark import BenchConfig, run_planner, stack_logs
+    from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import BUILTIN
     from drivesim.sim import wm_engine
     from drivesim.sim.scenarios import select_scenarios

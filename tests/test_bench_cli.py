@@ -66,7 +66,7 @@ def test_user_planner_module(tiny_dataroot, tmp_path, capsys, monkeypatch):
             """
             import dataclasses
             import jax.numpy as jnp
-            from drivesim.sim.types import Trajectory
+            from drivesim.data.types import Trajectory
 
             @dataclasses.dataclass(frozen=True)
             class Creep:

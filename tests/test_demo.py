@@ -1,26 +1,24 @@
 """The main job, shrunk: `drivesim demo` replays, predicts, runs a counterfactual beside its truth,
 benchmarks planners under both engines and writes index.html, whose images Chromium renders."""
 
-import argparse
 import json
 import re
 
 import pytest
 
 from drivesim import cli
+from drivesim.pipelines import demo
 from drivesim.viz.report import find_chromium, render_check
 
 
-@pytest.mark.skipif(not cli.DEFAULT_CHECKPOINT.exists(), reason="the shipped world model is not in this checkout")
+@pytest.mark.skipif(not demo.DEFAULT_CHECKPOINT.exists(), reason="the shipped world model is not in this checkout")
 def test_demo_writes_a_report_that_renders(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
-        cli, "DEMO_BENCH", {**cli.DEMO_BENCH, "scenarios": 2, "horizon": 2.0, "planners": "idm,constant_velocity"}
+        demo, "DEMO_BENCH", {**demo.DEMO_BENCH, "scenarios": 2, "horizon": 2.0, "planners": "idm,constant_velocity"}
     )
-    monkeypatch.setattr(cli, "DEMO_COUNTERFACTUAL", {**cli.DEMO_COUNTERFACTUAL, "horizon": 1.0, "samples": 1})
-    predict = cli.cmd_predict  # the demo's 3 futures of 3 s, shrunk to 2 of 1 s
-    monkeypatch.setattr(
-        cli, "cmd_predict", lambda a: predict(argparse.Namespace(**{**vars(a), "samples": 2, "horizon": 1.0}))
-    )
+    monkeypatch.setattr(demo, "DEMO_COUNTERFACTUAL", {**demo.DEMO_COUNTERFACTUAL, "horizon": 1.0, "samples": 1})
+    predict = demo.predict  # the demo's 3 futures of 3 s, shrunk to 2 of 1 s
+    monkeypatch.setattr(demo, "predict", lambda *a, **kw: predict(*a, **{**kw, "samples": 2, "horizon": 1.0}))
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quiet", "--out", str(out)]) == 0
     index = out / "index.html"

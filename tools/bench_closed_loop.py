@@ -127,14 +127,14 @@ def main() -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.cli import default_dataroot, ensure_synthetic
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import load_log
-    from drivesim.metrics.benchmark import BenchConfig, check_routes, stack_logs
-    from drivesim.metrics.closed_loop import evaluate, pdms_terms, wm_pdms_terms
-    from drivesim.model.experiment import load_world_model
+    from drivesim.model.model_file import load_world_model
+    from drivesim.pipelines.benchmark import BenchConfig, check_routes, stack_logs
+    from drivesim.pipelines.defaults import default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import IdmPlanner
     from drivesim.sim import engine, wm_engine
+    from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
     from drivesim.sim.scenarios import select_scenarios
 
     con = Console(width=140)

@@ -38,8 +38,8 @@ def main() -> int:
 
     from drivesim.atomic import write_json
     from drivesim.data.loader import LoadConfig
-    from drivesim.metrics.closed_loop import evaluate, pdms_terms
     from drivesim.planners.builtin import IdmPlanner
+    from drivesim.sim.closed_loop import evaluate, pdms_terms
     from drivesim.sim.engine import SimConfig, observe, reset, rollout, step
     from drivesim.synth.roads import generate_map
     from drivesim.synth.scenario import make_plan

@@ -69,11 +69,11 @@ def main() -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.cli import load_experiment
-    from drivesim.model.experiment import load_world_model
+    from drivesim.model.model_file import load_world_model
     from drivesim.model.predict import Predictor, _rollout
     from drivesim.model.tasks import DynamicsTask, TokenizerTask
     from drivesim.model.world import WorldModel
+    from drivesim.pipelines.defaults import load_experiment
     from drivesim.train.loop import init_train_state, make_train_step, model_graphdef
     from drivesim.train.mesh import make_mesh
 

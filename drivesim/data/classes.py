@@ -103,3 +103,18 @@ def agent_class_of(category_name: str) -> int:
         if category_name.startswith(prefix):
             return cls
     return OBSTACLE
+
+
+DEFAULT_SIZES = {
+    "vehicle.car": (4.5, 1.85, 1.55),
+    "vehicle.truck": (7.5, 2.4, 3.1),
+    "vehicle.bus.rigid": (11.0, 2.55, 3.3),
+    "vehicle.bicycle": (1.75, 0.6, 1.7),
+    "vehicle.motorcycle": (2.1, 0.8, 1.5),
+    "human.pedestrian.adult": (0.7, 0.65, 1.75),
+    "human.pedestrian.child": (0.5, 0.5, 1.2),
+    "movable_object.trafficcone": (0.4, 0.4, 0.75),
+    "movable_object.barrier": (2.2, 0.6, 1.0),
+}
+"""Box size (length, width, height, m) an agent of each nuScenes category gets when it is inserted
+without one (counterfactual edits, the synthetic world)."""

@@ -54,9 +54,8 @@ import numpy as np
 from flax import struct
 
 from drivesim.data.classes import OBSTACLE, OCC_CROSSING, OCC_DRIVABLE, OCC_LANE_MARKING, PEDESTRIAN
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, MapData
-from drivesim.metrics.geometry import box_corners, overlap_in_frame
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Route
+from drivesim.data.geometry import box_corners, overlap_in_frame
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, MapData, Route
 
 DRIVABLE_CLASSES = (OCC_DRIVABLE, OCC_CROSSING, OCC_LANE_MARKING)
 """Map raster classes the ego footprint may stand on."""

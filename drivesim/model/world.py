@@ -75,7 +75,7 @@ class LatentStats(nnx.Variable):
 
 class DecisionBias(nnx.Variable):
     """Per-class offsets added to the refined BEV logits before the argmax (not trained by
-    gradient: fitted on a validation set, `drivesim.model.calibrate`)."""
+    gradient: fitted on a validation set, `drivesim.pipelines.calibrate`)."""
 
 
 class WorldModel(nnx.Module):

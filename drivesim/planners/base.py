@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drivesim.sim.types import SIM_DT, Observation, Trajectory
+from drivesim.data.types import SIM_DT, Observation, Trajectory
 
 
 @runtime_checkable

@@ -17,12 +17,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from drivesim.data.types import EGO_SIZE
+from drivesim.data.types import EGO_SIZE, SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 from drivesim.metrics.pdms import MetricConfig, score, step_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
 from drivesim.sim.idm import idm_accel
 from drivesim.sim.paths import close_path, point_at, project
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
 HORIZON = 40  # 4 s at 10 Hz
 LAT_ACCEL = 3.0  # planners slow down so that curves take at most this lateral acceleration (m/s^2)

@@ -27,7 +27,7 @@ frame:
     drivesim bench --engine world-model --layout guided --replan-every 5 \
         --planner-module drivesim.planners.world_model:WorldModelMPC
 
-(`WMConfig(sim=SimConfig(replan_every=5), layout=True)` in `drivesim.metrics.benchmark.BenchConfig`;
+(`WMConfig(sim=SimConfig(replan_every=5), layout=True)` in `drivesim.pipelines.benchmark.BenchConfig`;
 with `replan_every=1` they plan five times as often.) Layout-guided, the imagined frames are
 conditioned on the agents the planner sees, moved at constant velocity (the model renders that
 forecast; the window's past frames were conditioned on the true boxes); free-running, the model
@@ -51,8 +51,19 @@ import optax
 from flax import struct
 
 from drivesim.data.classes import OCC_OBSTACLE, OCC_VEHICLE
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, EGO_WHEELBASE, MapData
-from drivesim.metrics.geometry import box_corners
+from drivesim.data.geometry import box_corners
+from drivesim.data.types import (
+    EGO_REAR_AXLE_TO_CENTER,
+    EGO_SIZE,
+    EGO_WHEELBASE,
+    SIM_DT,
+    AgentState,
+    EgoState,
+    MapData,
+    Observation,
+    Route,
+    Trajectory,
+)
 from drivesim.metrics.pdms import DRIVABLE_CLASSES, MetricConfig, comfort, comfort_extremes, route_progress
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.world import layout_grid, sample_frame
@@ -67,7 +78,6 @@ from drivesim.planners.builtin import (
 from drivesim.sim import wm_engine
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
 from drivesim.sim.paths import point_at
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
 FIRST_AGENT_CLASS = OCC_VEHICLE
 """Occupancy classes from this id on are agents (vehicle, pedestrian, cyclist, obstacle)."""
@@ -730,7 +740,7 @@ def reference_rollout(
 
     `wm_engine.rollout` (the world model keeps its window; a world-model planner imagines from
     it) with the step terms of the reference engine's own state (`state.base`: the exact ego,
-    the reference agents, the map), scored by `drivesim.metrics.closed_loop.evaluate`. With
+    the reference agents, the map), scored by `drivesim.sim.closed_loop.evaluate`. With
     `cfg.layout` the model is conditioned on the reference agents, so the planner's imagination
     is kept in sync with the real world; the ego moves by the same bicycle model and tracker as
     in the reference engine, so a planner that ignores the model scores exactly as there.
@@ -738,7 +748,7 @@ def reference_rollout(
     Returns:
       (Scores of () scalars, the rollout's WMTrace).
     """
-    from drivesim.metrics.closed_loop import evaluate, pdms_terms
+    from drivesim.sim.closed_loop import evaluate, pdms_terms
     from drivesim.sim.engine import Trace
 
     terms = pdms_terms(metrics)

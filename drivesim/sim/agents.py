@@ -17,10 +17,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from drivesim.data.classes import VEHICLE
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, Log
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, Log, Route
 from drivesim.sim.idm import idm_accel
 from drivesim.sim.paths import _argmin_last, close_path, lane_path, point_at, project, project_many
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Route
 
 CROSSING_TIMES = (1.5, 3.0)
 """Seconds ahead at which neighbours' constant-velocity futures are checked for crossing paths."""

@@ -17,8 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from drivesim.data.types import EGO_WHEELBASE
-from drivesim.sim.types import SIM_DT, EgoState
+from drivesim.data.types import EGO_WHEELBASE, SIM_DT, EgoState
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,9 @@ An edit changes the world from log step `t0` on. Agent edits (remove, insert, mo
 pedestrian crossing) rewrite the agent tracks of the `Log`, which the non-reactive reference engine
 then replays and the world model is conditioned on. Ego edits (brake, accelerate, keep, swerve,
 waypoints) leave the log alone: `ego_poses` gives the commanded ego path and the caller drives the
-ego along it. `to_synth_edits` turns the same edits into the synthetic world's edits, so that
-`drivesim.synth.world.resimulate` gives the true counterfactual of a synthetic scene.
+ego along it. `drivesim.pipelines.world_edits.to_synth_edits` turns the same edits into the synthetic
+world's edits (another vocabulary, mapped there), so that `drivesim.synth.world.resimulate` gives the
+true counterfactual of a synthetic scene.
 
 Poses that users type are in the ego frame at t0 (x forward, y left, metres, from the middle of the
 rear axle; headings relative to the ego's). Agents are named by their slot in the log or by the
@@ -28,12 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drivesim.data.classes import AGENT_CLASS_NAMES, NUSCENES_CATEGORIES, VEHICLE, agent_class_of
+from drivesim.data.classes import AGENT_CLASS_NAMES, DEFAULT_SIZES, NUSCENES_CATEGORIES, VEHICLE, agent_class_of
+from drivesim.data.geometry import overlap_one_to_many
 from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, Log, LogInfo
 from drivesim.errors import ConfigError, DataError
-from drivesim.metrics.geometry import overlap_one_to_many
 from drivesim.metrics.pdms import DRIVABLE_CLASSES
-from drivesim.synth.world import DEFAULT_SIZES
 
 GRAMMAR = """\
 --edit SPEC (repeatable; edits apply in order from t0):
@@ -128,14 +128,14 @@ class EgoEdit:
 
 
 @dataclasses.dataclass(frozen=True)
-class RemoveAgent:
+class Remove:
     """The agent vanishes from t0."""
 
     agent: AgentRef
 
 
 @dataclasses.dataclass(frozen=True)
-class InsertAgent:
+class Insert:
     """A new agent from t0.
 
     category: a nuScenes category name (with a default size, or give `size`).
@@ -157,7 +157,7 @@ class InsertAgent:
 
 
 @dataclasses.dataclass(frozen=True)
-class MoveAgent:
+class Move:
     """The agent's future track, moved to start at box centre (x, y) in the ego frame at t0, and
     turned about that centre to heading `yaw` (rad, relative to the ego's) if given."""
 
@@ -168,7 +168,7 @@ class MoveAgent:
 
 
 @dataclasses.dataclass(frozen=True)
-class SetSpeed:
+class ChangeSpeed:
     """The agent goes along its logged path at a constant `speed` (m/s) from t0 (0: it stops)."""
 
     agent: AgentRef
@@ -186,7 +186,7 @@ class PedestrianCrosses:
     side: str = "right"
 
 
-Edit = EgoEdit | RemoveAgent | InsertAgent | MoveAgent | SetSpeed | PedestrianCrosses
+Edit = EgoEdit | Remove | Insert | Move | ChangeSpeed | PedestrianCrosses
 
 # -------------------------------------------------------------------------- the grammar
 
@@ -274,7 +274,7 @@ def parse_edit(spec: str) -> Edit:
             raise _bad(spec, key, f"the value of {kind} must be positive (got {v:g})")
         return EgoEdit(kind, value=v)
     if key == "remove":
-        return RemoveAgent(_agent_ref(spec, key, arg))
+        return Remove(_agent_ref(spec, key, arg))
     head, at, rest = arg.partition("@")
     if not at or not head.strip() or not rest.strip():
         raise _bad(spec, key, "missing '@'" if not at else "missing field")
@@ -287,13 +287,13 @@ def parse_edit(spec: str) -> Edit:
         v = _number(spec, key, fields[0], "V")
         if not 0 <= v <= MAX_SPEED:
             raise _bad(spec, key, f"V must be between 0 and {MAX_SPEED:g} m/s (got {v:g})")
-        return SetSpeed(_agent_ref(spec, key, head), v)
+        return ChangeSpeed(_agent_ref(spec, key, head), v)
     if key == "move":
         if len(fields) not in (2, 3):
             raise _bad(spec, key, f"give X,Y or X,Y,YAW (got {len(fields)} fields)")
         x, y = (_number(spec, key, f, n) for f, n in zip(fields[:2], ("X", "Y"), strict=True))
         yaw = math.radians(_number(spec, key, fields[2], "YAW")) if len(fields) == 3 else None
-        return MoveAgent(_agent_ref(spec, key, head), x, y, yaw)
+        return Move(_agent_ref(spec, key, head), x, y, yaw)
     # insert
     if not 2 <= len(fields) <= 5:
         raise _bad(spec, key, f"give 2 to 5 fields after '@' (got {len(fields)})")
@@ -306,7 +306,7 @@ def parse_edit(spec: str) -> Edit:
     behaviour = fields[4].lower() if len(fields) > 4 else "lane"
     if behaviour not in BEHAVIOURS:
         raise _bad(spec, key, f"unknown behaviour {fields[4]!r} (use lane, straight or static)")
-    return InsertAgent(_category(spec, key, head.strip()), x, y, yaw, speed, behaviour)
+    return Insert(_category(spec, key, head.strip()), x, y, yaw, speed, behaviour)
 
 
 def spec_of(edit: Edit) -> str:
@@ -316,17 +316,17 @@ def spec_of(edit: Edit) -> str:
         if edit.kind == "waypoints":
             return f"ego=waypoints:{edit.path}"
         return f"ego={edit.kind}" + ("" if edit.value is None else f":{g(edit.value)}")
-    if isinstance(edit, RemoveAgent):
+    if isinstance(edit, Remove):
         return f"remove={edit.agent}"
-    if isinstance(edit, InsertAgent):
+    if isinstance(edit, Insert):
         return (
             f"insert={edit.category}@{g(edit.x)},{g(edit.y)},{g(math.degrees(edit.yaw))},{g(edit.speed)},"
             f"{edit.behaviour}"
         )
-    if isinstance(edit, MoveAgent):
+    if isinstance(edit, Move):
         yaw = "" if edit.yaw is None else f",{g(math.degrees(edit.yaw))}"
         return f"move={edit.agent}@{g(edit.x)},{g(edit.y)}{yaw}"
-    if isinstance(edit, SetSpeed):
+    if isinstance(edit, ChangeSpeed):
         return f"speed={edit.agent}@{g(edit.speed)}"
     if isinstance(edit, PedestrianCrosses):
         return f"cross={g(edit.ahead)},{g(edit.speed)},{edit.side}"
@@ -599,7 +599,7 @@ def resolve_agent(log: Log, info: LogInfo | None, t0: int, agent: AgentRef) -> i
     return hits[0]
 
 
-def _category_name(edit: InsertAgent) -> str:
+def _category_name(edit: Insert) -> str:
     name = CATEGORY_ALIASES.get(edit.category, edit.category)
     if name not in NUSCENES_CATEGORIES:
         raise EditError(f"--edit {spec_of(edit)!r}: unknown category {edit.category!r}")
@@ -723,12 +723,12 @@ class _Editor:
         self.valid[a, t0:] = True
 
     # ---- the edits
-    def remove(self, edit: RemoveAgent) -> None:
+    def remove(self, edit: Remove) -> None:
         a = self.agent(edit)
         self.valid[a, self.t0 :] = False
         self.touched[a] = "removed"
 
-    def move(self, edit: MoveAgent) -> None:
+    def move(self, edit: Move) -> None:
         a = self.agent(edit)
         t0 = self.t0
         yaw_rel = float(self.yaw[a, t0] - self.log.ego.yaw[t0]) if edit.yaw is None else edit.yaw
@@ -744,7 +744,7 @@ class _Editor:
         self.yaw[a, t0:] = self.yaw[a, t0:] + turn
         self.touched[a] = "moved"
 
-    def set_speed(self, edit: SetSpeed) -> None:
+    def set_speed(self, edit: ChangeSpeed) -> None:
         if not (math.isfinite(edit.speed) and 0 <= edit.speed <= MAX_SPEED):
             raise EditError(f"{self.where(edit)}: the speed must be between 0 and {MAX_SPEED:g} m/s")
         a = self.agent(edit)
@@ -755,7 +755,7 @@ class _Editor:
         self.write(a, xy, yaw)
         self.touched[a] = "re-timed"
 
-    def insert(self, edit: InsertAgent) -> int:
+    def insert(self, edit: Insert) -> int:
         name = _category_name(edit)
         where = self.where(edit)
         if edit.behaviour not in BEHAVIOURS:
@@ -829,7 +829,7 @@ class _Editor:
         x, y, yaw = crossing_pose(self.log, self.t0, edit)
         local = global_to_ego(self.log, self.t0, np.array([x, y]))
         rel_yaw = float(_wrap(yaw - float(self.log.ego.yaw[self.t0])))
-        insert = InsertAgent(PEDESTRIAN_CATEGORY, float(local[0]), float(local[1]), rel_yaw, edit.speed, "straight")
+        insert = Insert(PEDESTRIAN_CATEGORY, float(local[0]), float(local[1]), rel_yaw, edit.speed, "straight")
         try:
             return self.insert(insert)
         except EditError as e:
@@ -838,13 +838,13 @@ class _Editor:
     def apply(self, edit: Edit) -> None:
         if isinstance(edit, EgoEdit):
             _check_ego_edit(edit, self.log, self.t0)
-        elif isinstance(edit, RemoveAgent):
+        elif isinstance(edit, Remove):
             self.remove(edit)
-        elif isinstance(edit, MoveAgent):
+        elif isinstance(edit, Move):
             self.move(edit)
-        elif isinstance(edit, SetSpeed):
+        elif isinstance(edit, ChangeSpeed):
             self.set_speed(edit)
-        elif isinstance(edit, InsertAgent):
+        elif isinstance(edit, Insert):
             self.insert(edit)
         elif isinstance(edit, PedestrianCrosses):
             self.crossing(edit)
@@ -929,107 +929,3 @@ def _edit_log(log, info, t0, edits, horizon_steps) -> Log:
         editor.apply(edit)
     return editor.result()
 
-
-# -------------------------------------------------------------------------- the synthetic world
-
-
-_UID_SEARCH = 100_000
-_uid_tables: dict[str, dict[str, int]] = {}
-
-
-def synth_uid(info: LogInfo, slot: int) -> int:
-    """The synthetic world's uid of an agent slot of a log loaded from a drivesim synthetic
-    dataroot. The writer names instances `token("instance", scene_token, uid)` (an md5), so the
-    uid is found by hashing candidate uids (traffic uids count up from 0)."""
-    from drivesim.synth.map_expansion import token
-
-    tok = info.agent_tokens[slot] if 0 <= slot < len(info.agent_tokens) else ""
-    if not tok:
-        raise EditError(f"agent slot {slot} has no instance token in {info.scene_name}")
-    table = _uid_tables.setdefault(info.scene_token, {})
-    if tok not in table:
-        start = len(table)
-        for uid in range(start, _UID_SEARCH):
-            t = token("instance", info.scene_token, uid)
-            table[t] = uid
-            if t == tok:
-                break
-        else:
-            raise EditError(
-                f"agent {tok[:8]} of {info.scene_name} is not a drivesim synthetic agent (no uid below "
-                f"{_UID_SEARCH} has its token); only synthetic scenes can be re-simulated"
-            )
-    return table[tok]
-
-
-def to_synth_edits(
-    edits: Sequence[Edit],
-    log: Log,
-    info: LogInfo | None,
-    t0: int,
-    ego_poses: np.ndarray | None = None,
-    *,
-    uids: Sequence[int] | None = None,
-) -> list:
-    """The same edits for the synthetic world, so that `resimulate(plan, float(log.time[t0]), ...)`
-    gives the true counterfactual of a synthetic scene.
-
-    Agents become uids (from `uids`, the uid of each slot as `drivesim.synth.truth.record_log`
-    returns them, or else from the instance tokens in `info`); ego-frame poses become global ones
-    (the synthetic world's frame is the log's global frame); an ego edit becomes an
-    `EgoTrajectory` through the pose at t0 and `ego_poses` ((H, 3) as `ego_poses` returns; None:
-    computed to the end of the log), so the true ego follows the commanded path exactly. Validate
-    the edits first (`validate`): this only translates them.
-
-    The synthetic world's agents react (IDM): a moved or re-timed vehicle drives on in its new lane
-    at its new desired speed, where the edited log replays a fixed track, and an inserted vehicle
-    always follows a lane there (even with behaviour "straight").
-    """
-    from drivesim.synth import world
-
-    if abs(log.dt - 0.1) > 1e-4:
-        raise EditError(f"the synthetic world runs at 10 Hz; load the log at 10 Hz (it has steps of {log.dt:g} s)")
-
-    def uid(ref) -> int:
-        a = resolve_agent(log, info, t0, ref)
-        if uids is not None:
-            if uids[a] < 0:
-                raise EditError(f"agent slot {a} has no synthetic uid")
-            return int(uids[a])
-        if info is None:
-            raise EditError("to_synth_edits needs the log's info (instance tokens) or uids")
-        return synth_uid(info, a)
-
-    out = []
-    for edit in edits:
-        if isinstance(edit, RemoveAgent):
-            out.append(world.RemoveAgent(uid(edit.agent)))
-        elif isinstance(edit, MoveAgent):
-            a = resolve_agent(log, info, t0, edit.agent)
-            yaw_rel = 0.0 if edit.yaw is None else edit.yaw
-            x, y, yaw = ego_to_global(log, t0, edit.x, edit.y, yaw_rel)
-            out.append(world.MoveAgent(uid(a), x, y, None if edit.yaw is None else yaw))
-        elif isinstance(edit, SetSpeed):
-            out.append(world.SetSpeed(uid(edit.agent), float(edit.speed)))
-        elif isinstance(edit, InsertAgent):
-            name = _category_name(edit)
-            x, y, yaw = ego_to_global(log, t0, edit.x, edit.y, edit.yaw)
-            out.append(world.InsertAgent(name, x, y, yaw, float(edit.speed), edit.behaviour, edit.size))
-        elif isinstance(edit, PedestrianCrosses):
-            x, y, yaw = crossing_pose(log, t0, edit)
-            out.append(world.InsertAgent(PEDESTRIAN_CATEGORY, x, y, yaw, float(edit.speed), "straight"))
-        elif isinstance(edit, EgoEdit):
-            poses = (
-                _commanded(edit, log, t0, log.num_steps - 1 - t0)
-                if ego_poses is None
-                else np.asarray(ego_poses, np.float64).reshape(-1, 3)
-            )
-            exy, eyaw = _ego_pose(log, t0)
-            full = np.concatenate([[[exy[0], exy[1], eyaw]], poses])
-            out.append(world.EgoTrajectory(tuple(tuple(float(v) for v in row) for row in full)))
-        else:
-            raise TypeError(f"not an edit: {edit!r}")
-    return out
-
-
-_commanded = ego_poses

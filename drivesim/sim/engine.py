@@ -3,7 +3,7 @@
 `rollout` is one `lax.scan` (planning every `replan_every` steps, tracking in between), with the
 planner, the world and the per-step score terms inside, so a whole closed-loop run of a scenario
 is one compiled program; `vmap` it over scenarios and shard the scenario axis over devices
-(`drivesim.sim.batch`). Shapes are static: padded agents and lanes carry validity masks.
+(`drivesim.pipelines.batch`). Shapes are static: padded agents and lanes carry validity masks.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import jax.numpy as jnp
 from flax import struct
 
 from drivesim.data.occupancy import OccupancyConfig, rasterize
-from drivesim.data.types import Log
+from drivesim.data.types import SIM_DT, AgentState, EgoState, Log, Observation, Route, Trajectory
 from drivesim.sim.agents import IdmParams, IdmState, idm_step, init_idm, log_agents
 from drivesim.sim.dynamics import TrackerParams, VehicleParams, bicycle_step, to_ego_frame, to_global, track, wrap
 from drivesim.sim.paths import close_path, lane_path, project
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 
 
 @dataclasses.dataclass(frozen=True)

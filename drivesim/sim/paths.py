@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from drivesim.data.types import MapData
-from drivesim.sim.types import Route
+from drivesim.data.types import MapData, Route
 
 EXTENSION = 50.0
 """Metres a path continues straight past its last lane point."""

@@ -17,7 +17,7 @@ BEV occupancy (camera frames only when `decode_cameras` is set). `observe` gives
 Free-running (`layout=False`) the model forecasts the other agents itself. Layout-guided
 (`layout=True`) the agents come from the reference engine (log replay or IDM, `sim.agents`), and
 the model renders them: their boxes condition every predicted frame. Either way the scores are
-computed from what the model predicts (`drivesim.metrics.closed_loop.wm_pdms_terms`).
+computed from what the model predicts (`drivesim.sim.closed_loop.wm_pdms_terms`).
 
 `rollout` is one `lax.scan` over keyframes, with the sim steps (planner, tracker, score terms) of
 each keyframe in an inner scan: planner + world model + metrics are one compiled program; `vmap`
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from drivesim.data.classes import OCC_VEHICLE
-from drivesim.data.types import Log
+from drivesim.data.types import SIM_DT, AgentState, EgoState, Log, Observation, Trajectory
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
@@ -41,7 +41,6 @@ from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
 from drivesim.sim.engine import SimConfig, SimState, _advance
 from drivesim.sim.engine import observe as reference_observe
 from drivesim.sim.engine import reset as reference_reset
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Observation, Trajectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,32 +575,3 @@ def rollout(
         grids=cat(state.grid.astype(jnp.int8), grids), key_xy=cat(state.key_xy, key_xy), key_yaw=cat(state.key_yaw, key_yaw),
         images=None if images is None else cat(state.images, images),
     )  # fmt: skip
-
-
-def load_contexts(
-    dataroot, version: str, scenarios, frame_size: tuple[int, int], history: int, progress=None
-) -> Context:
-    """The world model's history of each scenario (`drivesim.sim.scenarios.Scenario`, t0 a
-    keyframe step), from the dataroot's keyframes as the clip cache holds them. Returns a Context
-    of stacked host arrays, one row per scenario. `progress()` is called per scene loaded."""
-    import numpy as np
-
-    from drivesim.errors import DataError
-    from drivesim.model.forecast import scene_arrays
-
-    K = WMConfig.keyframe_steps
-    arrays, rows = {}, []
-    for sc in scenarios:
-        if sc.t0 % K:
-            raise DataError(f"{sc.scene} t0 = {sc.t0 / 10:g} s is not a keyframe (a multiple of 0.5 s)")
-        if sc.scene not in arrays:
-            arrays[sc.scene] = scene_arrays(dataroot, version, sc.scene, frame_size)
-            if progress:
-                progress()
-        a = arrays[sc.scene]
-        k0 = sc.t0 // K
-        if k0 < history - 1 or k0 >= len(a["frames"]):
-            raise DataError(f"{sc.scene} t0 = {sc.t0 / 10:g} s: the world model needs {history} keyframes up to t0")
-        ctx = slice(k0 - history + 1, k0 + 1)
-        rows.append((a["frames"][ctx], a["occupancy"][ctx], a["ego_motion"][k0 - history + 1 : k0]))
-    return Context(*(np.stack(x) for x in zip(*rows, strict=True)))

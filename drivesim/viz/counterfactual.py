@@ -64,3 +64,40 @@ def counterfactual_strip(cf, sample: int = 0, cell: int = 120) -> Image.Image:
         for k in range(F):
             canvas.paste(bev_image(np.asarray(grids[k]), cell), (label_w + (k + 1) * (cell + 2), y))
     return canvas
+
+
+def agents_table(rows: list[dict], scene: str, t0: float):
+    """A rich table of `drivesim.sim.edits.list_agents` rows (what `--list-agents` prints)."""
+    from rich.table import Table
+
+    t = Table(title=f"agents of {scene} at t0 = {t0:g} s (ego frame: x forward, y left)")
+    for c in ("slot", "token", "category", "x", "y", "yaw", "speed", "present"):
+        t.add_column(c, justify="right" if c in ("slot", "x", "y", "yaw", "speed") else "left")
+    for r in rows:
+        t.add_row(*(f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]) for k in r))
+    return t
+
+
+def counterfactual_table(summary: dict):
+    """Scores of the ego unedited / edited (world model, mean and worst over futures; reference
+    engine) and the fidelity of the edited generation against the truth."""
+    from rich.table import Table
+
+    keys = ("pdms", "nc", "dac", "ttc", "ep", "c")
+    t = Table(title=f"{summary['scene']} t0 = {summary['t0']:g} s, edits: {' '.join(summary['edits']) or 'none'}, "
+              f"ego: {summary['ego']} ({summary['samples']} futures)")  # fmt: skip
+    t.add_column("ego scores")
+    for k in keys:
+        t.add_column(k.upper(), justify="right")
+    sc = summary["scores"]
+    for name, label in (("original", "unedited, world model"), ("edited", "edited, world model")):
+        t.add_row(f"{label} (mean)", *(f"{sc[name][k]['mean']:.3f}" for k in keys))
+        t.add_row(f"{label} (worst)", *(f"{sc[name][k]['worst']:.3f}" for k in keys))
+    t.add_row("edited, reference engine", *(f"{sc['edited_reference'][k]:.3f}" for k in keys))
+    fid = summary.get("fidelity")
+    if fid:
+        t.caption = "fidelity vs the true re-simulation: " + ", ".join(
+            f"{k}: IoU {v['occ_iou']:.3f} / agents {v['agent_iou']:.3f} / PSNR {v['psnr']:.1f} dB"
+            for k, v in fid.items()
+        )
+    return t

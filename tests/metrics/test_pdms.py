@@ -17,7 +17,7 @@ from drivesim.data.classes import (
     PEDESTRIAN,
     VEHICLE,
 )
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, MapData
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, MapData, Route
 from drivesim.metrics.pdms import (
     MetricConfig,
     Scores,
@@ -28,7 +28,6 @@ from drivesim.metrics.pdms import (
     score,
     step_terms,
 )
-from drivesim.sim.types import SIM_DT, AgentState, EgoState, Route
 
 CFG = MetricConfig()
 step_jit = jax.jit(step_terms, static_argnames="cfg")

@@ -8,7 +8,7 @@ import pytest
 
 from drivesim.errors import DataError
 from drivesim.model.ego_plans import BRAKE, COMMANDS, kinematic_plan, load_waypoints, motions_from_poses
-from drivesim.model.evaluate import compose
+from drivesim.pipelines.eval_wm import compose
 
 
 def test_commands():

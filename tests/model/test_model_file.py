@@ -8,7 +8,7 @@ from flax import nnx
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.experiment import load_world_model, save_world_model
+from drivesim.model.model_file import load_world_model, save_world_model
 from drivesim.model.predict import Predictor
 from drivesim.model.world import WorldModel
 

@@ -12,9 +12,9 @@ from flax import nnx
 from drivesim.data.occupancy import paint_boxes
 from drivesim.model.baselines import constant_velocity_occupancy
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.evaluate import compose
 from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, compose_pose, decode_rollout, pool, reference
 from drivesim.model.world import WorldModel
+from drivesim.pipelines.eval_wm import compose
 
 CFG = WorldModelConfig(
     cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8, d_model=32, heads=2,

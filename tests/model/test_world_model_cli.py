@@ -18,7 +18,7 @@ def trained(tiny_dataroot, tmp_path_factory):
     exp.write_text(
         textwrap.dedent(f'''
         from drivesim.model.config import WorldModelConfig
-        from drivesim.model.experiment import Experiment, TrainingData
+        from drivesim.pipelines.experiment import Experiment, TrainingData
         from drivesim.train import TrainConfig
 
         def get_config(quick=False):

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from drivesim.metrics.closed_loop import evaluate, pdms_terms
+from drivesim.data.types import Trajectory
 from drivesim.planners.base import PythonPlanner, check_planner
 from drivesim.planners.builtin import BUILTIN, ConstantVelocity, IdmPlanner, PdmClosed
+from drivesim.sim.closed_loop import evaluate, pdms_terms
 from drivesim.sim.engine import SimConfig, observe, reset, rollout
-from drivesim.sim.types import Trajectory
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from flax import nnx
 
 from drivesim.data.classes import OCC_DRIVABLE, OCC_OBSTACLE, OCC_VEHICLE, OCC_WALKWAY
 from drivesim.data.occupancy import OccupancyConfig, rasterize
-from drivesim.metrics.closed_loop import evaluate, pdms_terms
 from drivesim.model.config import WorldModelConfig
 from drivesim.model.world import WorldModel
 from drivesim.planners.base import check_planner
@@ -25,6 +24,7 @@ from drivesim.planners.world_model import (
     reference_rollout,
 )
 from drivesim.sim import engine, wm_engine
+from drivesim.sim.closed_loop import evaluate, pdms_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global
 from drivesim.sim.engine import SimConfig
 

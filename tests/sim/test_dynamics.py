@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from drivesim.data.types import EgoState
 from drivesim.sim.dynamics import VehicleParams, bicycle_step, inverse_dynamics, rollout_controls, to_ego_frame, track
-from drivesim.sim.types import EgoState
 
 
 def _ego(v=10.0, yaw=0.3):

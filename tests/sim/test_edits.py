@@ -13,14 +13,15 @@ from drivesim.data.classes import PEDESTRIAN, VEHICLE
 from drivesim.data.loader import LoadConfig, load_log
 from drivesim.errors import ConfigError
 from drivesim.metrics.pdms import DRIVABLE_CLASSES
+from drivesim.pipelines.world_edits import synth_uid, to_synth_edits
 from drivesim.sim.edits import (
+    ChangeSpeed,
     EditError,
     EgoEdit,
-    InsertAgent,
-    MoveAgent,
+    Insert,
+    Move,
     PedestrianCrosses,
-    RemoveAgent,
-    SetSpeed,
+    Remove,
     apply_to_log,
     ego_poses,
     ego_to_global,
@@ -29,8 +30,6 @@ from drivesim.sim.edits import (
     parse_edit,
     resolve_agent,
     spec_of,
-    synth_uid,
-    to_synth_edits,
     validate,
 )
 
@@ -66,7 +65,7 @@ def free_spot(log, info, y=0.0, xs=range(8, 40, 2), **kw):
     """The first ego-frame x ahead on the line y where a car may be inserted."""
     for x in xs:
         try:
-            validate(log, info, T0, [InsertAgent("vehicle.car", float(x), y, **kw)])
+            validate(log, info, T0, [Insert("vehicle.car", float(x), y, **kw)])
             return float(x)
         except EditError:
             continue
@@ -99,20 +98,20 @@ PARSED = [
     ("ego=swerve_left", EgoEdit("swerve_left")),
     ("ego=swerve_right:2.5", EgoEdit("swerve_right", 2.5)),
     ("ego=waypoints:plans/left.json", EgoEdit("waypoints", path="plans/left.json")),
-    ("remove=7", RemoveAgent(7)),
-    ("remove=3FA2C1d0", RemoveAgent("3fa2c1d0")),
-    ("remove=123456", RemoveAgent("123456")),  # six digits: a token prefix, not a slot
-    ("insert=vehicle.car@15,0,0,8", InsertAgent("vehicle.car", 15.0, 0.0, 0.0, 8.0, "lane")),
+    ("remove=7", Remove(7)),
+    ("remove=3FA2C1d0", Remove("3fa2c1d0")),
+    ("remove=123456", Remove("123456")),  # six digits: a token prefix, not a slot
+    ("insert=vehicle.car@15,0,0,8", Insert("vehicle.car", 15.0, 0.0, 0.0, 8.0, "lane")),
     (
         "insert=pedestrian@10,-4,90,1.2,straight",
-        InsertAgent("human.pedestrian.adult", 10, -4, math.pi / 2, 1.2, "straight"),
+        Insert("human.pedestrian.adult", 10, -4, math.pi / 2, 1.2, "straight"),
     ),
-    ("insert=cone@20,2", InsertAgent("movable_object.trafficcone", 20.0, 2.0)),
-    ("insert=truck@-12.5,3.5,180,0,static", InsertAgent("vehicle.truck", -12.5, 3.5, math.pi, 0.0, "static")),
-    ("move=3@20,-3", MoveAgent(3, 20.0, -3.0)),
-    ("move=abcdef@20,-3,45", MoveAgent("abcdef", 20.0, -3.0, math.pi / 4)),
-    ("speed=2@0", SetSpeed(2, 0.0)),
-    ("speed=abcdef12@7.5", SetSpeed("abcdef12", 7.5)),
+    ("insert=cone@20,2", Insert("movable_object.trafficcone", 20.0, 2.0)),
+    ("insert=truck@-12.5,3.5,180,0,static", Insert("vehicle.truck", -12.5, 3.5, math.pi, 0.0, "static")),
+    ("move=3@20,-3", Move(3, 20.0, -3.0)),
+    ("move=abcdef@20,-3,45", Move("abcdef", 20.0, -3.0, math.pi / 4)),
+    ("speed=2@0", ChangeSpeed(2, 0.0)),
+    ("speed=abcdef12@7.5", ChangeSpeed("abcdef12", 7.5)),
     ("cross", PedestrianCrosses()),
     ("cross=20", PedestrianCrosses(ahead=20.0)),
     ("cross=20,1.8,left", PedestrianCrosses(20.0, 1.8, "left")),
@@ -194,7 +193,7 @@ def test_list_agents_in_the_ego_frame(scene):
 def test_remove_invalidates_from_t0_only(scene):
     log, info = scene
     a = present(log)[0]["slot"]
-    out = apply_to_log(log, info, T0, [RemoveAgent(a)], H)
+    out = apply_to_log(log, info, T0, [Remove(a)], H)
     valid, before = np.asarray(out.agents.valid), np.asarray(log.agents.valid)
     assert not valid[a, T0:].any() and np.array_equal(valid[a, :T0], before[a, :T0])
     others = np.arange(valid.shape[0]) != a
@@ -212,14 +211,14 @@ def test_move_starts_the_track_at_the_new_pose(scene):
     r = max(present(log), key=lambda r: r["speed"])  # a moving agent
     a = r["slot"]
     x, y = r["x"] - 6.0, r["y"]  # six metres further back
-    out = apply_to_log(log, info, T0, [MoveAgent(a, x, y)], H)
+    out = apply_to_log(log, info, T0, [Move(a, x, y)], H)
     xy, xy0 = np.asarray(out.agents.xy[a], np.float64), np.asarray(log.agents.xy[a], np.float64)
     assert global_to_ego(log, T0, xy[T0]) == pytest.approx([x, y], abs=1e-3)
     steps = np.flatnonzero(np.asarray(log.agents.valid[a, T0:])) + T0
     assert np.allclose(xy[steps] - xy[T0], xy0[steps] - xy0[T0], atol=1e-3)  # the same motion, shifted
     assert np.allclose(xy[:T0], xy0[:T0])
     # with a heading: the motion turns with it, about the new centre
-    out = apply_to_log(log, info, T0, [MoveAgent(a, x, y, math.radians(30.0))], H)
+    out = apply_to_log(log, info, T0, [Move(a, x, y, math.radians(30.0))], H)
     yaw = np.asarray(out.agents.yaw[a], np.float64)
     assert (yaw[T0] - float(log.ego.yaw[T0])) == pytest.approx(math.radians(30.0), abs=1e-5)
     turn = yaw[T0] - float(log.agents.yaw[a, T0])
@@ -235,7 +234,7 @@ def test_speed_retimes_the_logged_path(scene):
     a = r["slot"]
     logged = np.asarray(log.agents.xy[a], np.float64)[np.asarray(log.agents.valid[a])]
     v = r["speed"] / 2
-    out = apply_to_log(log, info, T0, [SetSpeed(a, v)], H)
+    out = apply_to_log(log, info, T0, [ChangeSpeed(a, v)], H)
     xy = np.asarray(out.agents.xy[a, T0:], np.float64)
     assert np.asarray(out.agents.valid[a, T0:]).all()
     step = np.hypot(*np.diff(xy, axis=0).T)
@@ -244,7 +243,7 @@ def test_speed_retimes_the_logged_path(scene):
     assert len(on_path) > 10 and dist_to_polyline(on_path, logged).max() < 0.05  # along the logged path
     assert np.linalg.norm(np.asarray(out.agents.velocity[a, T0 + 5])) == pytest.approx(v, rel=0.02)
     # speed 0 stops it where it is
-    out = apply_to_log(log, info, T0, [SetSpeed(a, 0.0)], H)
+    out = apply_to_log(log, info, T0, [ChangeSpeed(a, 0.0)], H)
     assert np.allclose(np.asarray(out.agents.xy[a, T0:]), np.asarray(log.agents.xy[a, T0]), atol=1e-4)
     assert np.abs(np.asarray(out.agents.velocity[a, T0:])).max() < 1e-4
 
@@ -257,7 +256,7 @@ def test_insert_appears_at_the_ego_frame_pose(scene, behaviour):
     log, info = scene
     x = free_spot(log, info, behaviour=behaviour)
     speed = 6.0
-    out = apply_to_log(log, info, T0, [InsertAgent("vehicle.car", x, 0.0, 0.0, speed, behaviour)], H)
+    out = apply_to_log(log, info, T0, [Insert("vehicle.car", x, 0.0, 0.0, speed, behaviour)], H)
     a = new_slot(log, out)
     assert global_to_ego(log, T0, np.asarray(out.agents.xy[a, T0])) == pytest.approx([x, 0.0], abs=1e-3)
     assert float(out.agents.yaw[a, T0]) == pytest.approx(float(log.ego.yaw[T0]), abs=1e-5)
@@ -306,21 +305,21 @@ def test_edits_compose_in_order(scene):
     r = max(present(log), key=lambda r: r["speed"])
     a = r["slot"]
     # a car in the place of an agent: refused while the agent is there, fine once it is removed
-    car = InsertAgent("vehicle.car", r["x"], r["y"], math.radians(r["yaw"]), 3.0, "straight")
+    car = Insert("vehicle.car", r["x"], r["y"], math.radians(r["yaw"]), 3.0, "straight")
     with pytest.raises(EditError, match="overlaps agent"):
-        validate(log, info, T0, [car, RemoveAgent(a)])
-    out = apply_to_log(log, info, T0, [RemoveAgent(a), car], H)
+        validate(log, info, T0, [car, Remove(a)])
+    out = apply_to_log(log, info, T0, [Remove(a), car], H)
     b = new_slot(log, out)
     assert b != a and not np.asarray(out.agents.valid[a, T0:]).any()
     assert global_to_ego(log, T0, np.asarray(out.agents.xy[b, T0])) == pytest.approx([r["x"], r["y"]], abs=1e-3)
     # move, then re-time the moved track: starts at the new pose, runs at the new speed
-    out = apply_to_log(log, info, T0, [MoveAgent(a, r["x"] - 5.0, r["y"]), SetSpeed(a, 2.0)], H)
+    out = apply_to_log(log, info, T0, [Move(a, r["x"] - 5.0, r["y"]), ChangeSpeed(a, 2.0)], H)
     xy = np.asarray(out.agents.xy[a, T0:], np.float64)
     assert global_to_ego(log, T0, xy[0]) == pytest.approx([r["x"] - 5.0, r["y"]], abs=1e-3)
     assert np.allclose(np.hypot(*np.diff(xy, axis=0).T), 2.0 * log.dt, rtol=0.02)
     # a removed agent cannot be edited again
     with pytest.raises(EditError, match="removed by an earlier edit"):
-        validate(log, info, T0, [RemoveAgent(a), SetSpeed(a, 1.0)])
+        validate(log, info, T0, [Remove(a), ChangeSpeed(a, 1.0)])
     # ego edits leave the log alone
     out = apply_to_log(log, info, T0, [EgoEdit("brake")], H)
     assert np.array_equal(np.asarray(out.agents.xy), np.asarray(log.agents.xy))
@@ -343,37 +342,37 @@ def test_refusals(scene):
     log, info = scene
     valid = np.asarray(log.agents.valid)
     padding = int(np.flatnonzero(~valid.any(axis=1))[0])
-    refused(log, info, [RemoveAgent(padding)], f"agent {padding} is not in the scene at t0 = 2.0 s", "--list-agents")
-    refused(log, info, [SetSpeed(99, 1.0)], "agent 99 is not in the scene")
+    refused(log, info, [Remove(padding)], f"agent {padding} is not in the scene at t0 = 2.0 s", "--list-agents")
+    refused(log, info, [ChangeSpeed(99, 1.0)], "agent 99 is not in the scene")
     absent = [a for a in range(valid.shape[0]) if valid[a].any() and not valid[a, T0]]
     if absent:
-        refused(log, info, [MoveAgent(absent[0], 10.0, 0.0)], "is not in the scene at t0")
+        refused(log, info, [Move(absent[0], 10.0, 0.0)], "is not in the scene at t0")
     unknown = next(p for p in ("ffffff", "eeeeee", "dddddd") if not any(t.startswith(p) for t in info.agent_tokens))
-    refused(log, info, [RemoveAgent(unknown)], f"agent {unknown!r} is not in the scene")
+    refused(log, info, [Remove(unknown)], f"agent {unknown!r} is not in the scene")
     # off the map, off the road
-    refused(log, info, [InsertAgent("vehicle.car", 1000.0, 0.0)], "off the map")
-    refused(log, info, [InsertAgent("human.pedestrian.adult", 0.0, -500.0)], "off the map")
+    refused(log, info, [Insert("vehicle.car", 1000.0, 0.0)], "off the map")
+    refused(log, info, [Insert("human.pedestrian.adult", 0.0, -500.0)], "off the map")
     y_off = next(
         y
         for y in np.arange(2.0, 40.0, 0.5)
         if raster_class(log, ego_to_global(log, T0, 5.0, y)[:2]) not in DRIVABLE_CLASSES
     )
-    refused(log, info, [InsertAgent("vehicle.car", 5.0, float(y_off) + 3.0, 0.0, 0.0, "static")], "off the road")
+    refused(log, info, [Insert("vehicle.car", 5.0, float(y_off) + 3.0, 0.0, 0.0, "static")], "off the road")
     # overlaps: with an agent, with the ego
     r = present(log)[0]
-    msg = refused(log, info, [InsertAgent("vehicle.car", r["x"] + 0.5, r["y"], 0.0, 0.0, "static")], "overlaps agent")
+    msg = refused(log, info, [Insert("vehicle.car", r["x"] + 0.5, r["y"], 0.0, 0.0, "static")], "overlaps agent")
     assert f"agent {r['slot']}" in msg
-    refused(log, info, [InsertAgent("vehicle.car", 2.0, 0.5, 0.0, 0.0, "static")], "overlaps the ego")
+    refused(log, info, [Insert("vehicle.car", 2.0, 0.5, 0.0, 0.0, "static")], "overlaps the ego")
     s = [q for q in present(log) if q["slot"] != r["slot"]][0]
-    refused(log, info, [MoveAgent(s["slot"], r["x"], r["y"])], "overlaps agent")
-    refused(log, info, [MoveAgent(s["slot"], 1.0, 0.0)], "overlaps the ego")
+    refused(log, info, [Move(s["slot"], r["x"], r["y"])], "overlaps agent")
+    refused(log, info, [Move(s["slot"], 1.0, 0.0)], "overlaps the ego")
     # no free slot
     full = dataclasses.replace(info, agent_tokens=tuple(t or "0" * 32 for t in info.agent_tokens))
     x = free_spot(log, info, behaviour="static")
-    refused(log, full, [InsertAgent("vehicle.car", x, 0.0, 0.0, 0.0, "static")], "no free agent slot")
+    refused(log, full, [Insert("vehicle.car", x, 0.0, 0.0, 0.0, "static")], "no free agent slot")
     # the rest
     refused(log, info, [EgoEdit("brake"), EgoEdit("keep")], "at most one")
-    refused(log, info, [RemoveAgent(r["slot"])], "past the end of the log", horizon=log.num_steps)
+    refused(log, info, [Remove(r["slot"])], "past the end of the log", horizon=log.num_steps)
     with pytest.raises(EditError, match="outside the log"):
         validate(log, info, log.num_steps + 3, [])
 
@@ -460,10 +459,10 @@ def test_to_synth_edits_give_the_true_counterfactual(scene, plan):
     x = free_spot(log, info, behaviour="lane")
     commanded = ego_poses(EgoEdit("brake", 3.0), log, T0, 40)
     edits = [
-        RemoveAgent(gone),
-        InsertAgent("vehicle.car", x, 0.0, 0.0, 5.0, "lane"),
-        MoveAgent(moved["token"], moved["x"] - 4.0, moved["y"]),
-        SetSpeed(slowed, 1.0),
+        Remove(gone),
+        Insert("vehicle.car", x, 0.0, 0.0, 5.0, "lane"),
+        Move(moved["token"], moved["x"] - 4.0, moved["y"]),
+        ChangeSpeed(slowed, 1.0),
         PedestrianCrosses(ahead=15.0, speed=1.4, side="right"),
         EgoEdit("brake", 3.0),
     ]

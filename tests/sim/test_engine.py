@@ -12,10 +12,10 @@ import pytest
 import shapely
 from shapely.geometry import Polygon
 
-from drivesim.metrics.closed_loop import evaluate, pdms_terms
+from drivesim.data.types import Trajectory
 from drivesim.planners.builtin import IdmPlanner, LogReplay
+from drivesim.sim.closed_loop import evaluate, pdms_terms
 from drivesim.sim.engine import SimConfig, observe, reset, rollout, step
-from drivesim.sim.types import Trajectory
 
 H = 30
 
@@ -224,7 +224,7 @@ SHARD_SCRIPT = textwrap.dedent(
     from drivesim.synth.scenario import make_plan
     from drivesim.synth.truth import record_log
     from drivesim.synth.world import simulate
-    from drivesim.sim.batch import run_sharded
+    from drivesim.pipelines.batch import run_sharded
     from drivesim.planners.builtin import IdmPlanner
     from drivesim.sim.engine import SimConfig
     assert jax.device_count() == 8

@@ -14,11 +14,11 @@ from flax import nnx
 
 from drivesim.data.classes import OCC_DRIVABLE, OCC_VEHICLE, OCC_WALKWAY
 from drivesim.data.occupancy import OccupancyConfig, rasterize
-from drivesim.metrics.closed_loop import wm_pdms_terms
 from drivesim.model.config import WorldModelConfig
 from drivesim.model.world import WorldModel, prepare_occupancy
 from drivesim.planners.builtin import IdmPlanner
 from drivesim.sim import engine, wm_engine
+from drivesim.sim.closed_loop import wm_pdms_terms
 from drivesim.sim.dynamics import to_ego_frame
 
 CFG = WorldModelConfig(
@@ -201,7 +201,7 @@ SHARD_SCRIPT = textwrap.dedent(
     from drivesim.synth.scenario import make_plan
     from drivesim.synth.truth import record_log
     from drivesim.synth.world import simulate
-    from drivesim.sim.batch import run_sharded_wm
+    from drivesim.pipelines.batch import run_sharded_wm
     from drivesim.sim import wm_engine
     from drivesim.model.world import WorldModel
     from drivesim.planners.builtin import IdmPlanner

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from drivesim.data.loader import LoadConfig
-from drivesim.metrics.closed_loop import evaluate, pdms_terms, wm_pdms_terms
 from drivesim.metrics.pdms import MetricConfig
 from drivesim.sim import wm_engine
+from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
 from drivesim.sim.engine import SimConfig, Trace, reset, rollout
 from drivesim.sim.scenarios import TAGS, Scenario
 
@@ -80,12 +80,6 @@ class BenchConfig:
         return "kinematic" if self.wm is None else "world-model"
 
 
-def stack_logs(logs):
-    """One pytree of stacked host arrays (leading axis: log) from logs of equal shapes."""
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *logs)
-
-
-@functools.lru_cache(maxsize=32)
 def _run_batch_fn(planner, cfg: BenchConfig):
     """jit(vmap) of reset -> rollout -> evaluate for one planner (cached: planners and configs
     are hashable, so benchmarking a planner again reuses its compiled program)."""

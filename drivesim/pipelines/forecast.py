@@ -188,3 +188,63 @@ def _resimulated(dataroot, scene: str, k0: int, F: int, ego: str, frame_size, sy
     return record_window(
         record, k0, k0 + F + 1, frame_size, int(synth.get("image_width", 160)), int(synth.get("jpeg_quality", 90))
     )
+
+
+def predict(out, scene: str, t0: float, ego: str = "log", dataroot=None, version="v1.0-mini", samples=3,
+            horizon=3.0, checkpoint=None, seed=0, quiet=False) -> dict:  # fmt: skip
+    """`drivesim predict`: sample futures of a scene under an ego plan beside the truth; writes
+    prediction.gif, prediction.npz and summary.json under `out`, returns the summary."""
+    import time
+
+    from drivesim.atomic import strict_json, write_json
+    from drivesim.metrics.prediction import IouAccumulator, psnr
+    from drivesim.pipelines.defaults import load_model_file, resolve_dataroot
+    from drivesim.viz.prediction import prediction_frames
+    from drivesim.viz.replay import save_animation
+
+    model, ckpt = load_model_file(checkpoint)
+    root = resolve_dataroot(dataroot, version, quiet)
+    if samples > 8:
+        raise DataError(f"--samples {samples}: at most 8 futures per call")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder")
+    tic = time.perf_counter()
+    fc = forecast(Predictor(model), root, version, scene, t0, ego, samples=samples, horizon=horizon, seed=seed)
+    summary = {
+        "scene": fc.scene, "t0": fc.t0, "ego": fc.ego, "samples": samples, "horizon_s": len(fc.plan) / 2,
+        "checkpoint": str(ckpt), "dataroot": str(root), "plan": fc.plan.tolist(), "truth": fc.truth_source,
+    }  # fmt: skip
+    if fc.truth_bev is not None:
+        per = []
+        for i in range(samples):
+            row = {}
+            for k in range(len(fc.plan)):
+                acc = IouAccumulator()
+                acc.update(fc.bev[i, k], fc.truth_bev[k])
+                r = acc.result()
+                row[f"{(k + 1) / 2:g}s"] = {
+                    "occ_iou": r["occupied_iou"], "agent_iou": r["iou"],
+                    "psnr": float(np.mean(np.asarray(psnr(fc.images[i, k], fc.truth_images[k])))),
+                }  # fmt: skip
+            per.append(row)
+        summary["scores_vs_truth"] = per
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{fc.scene}  t0 = {fc.t0:g} s  ego: {Path(fc.ego).name}  ({ckpt.name})"
+    frames = prediction_frames(
+        fc.context_images, fc.context_bev, fc.images, fc.bev, fc.truth_images, fc.truth_bev, title=title
+    )
+    written = save_animation(frames, out / "prediction.gif", fps=2.0)
+    tmp = out / ".prediction.npz.tmp.npz"
+    np.savez_compressed(tmp, images=fc.images, bev=fc.bev, plan=fc.plan, context_images=fc.context_images,
+                        context_bev=fc.context_bev)  # fmt: skip
+    tmp.replace(out / "prediction.npz")
+    written += [out / "prediction.npz", write_json(out / "summary.json", strict_json(summary))]
+    print(f"{samples} futures of {fc.scene} after t0 = {fc.t0:g} s under ego plan {fc.ego!r} "
+          f"in {time.perf_counter() - tic:.1f} s" + (f"; truth: {fc.truth_source}" if fc.truth_source else ""))  # fmt: skip
+    if fc.truth_bev is not None:
+        last = f"{len(fc.plan) / 2:g}s"
+        ious = ", ".join(f"{r[last]['occ_iou']:.3f}" for r in summary["scores_vs_truth"])
+        print(f"occupancy IoU vs truth at {last}: {ious}")
+    print("written: " + ", ".join(str(p) for p in written))
+    return summary

@@ -50,8 +50,8 @@ def wm_pdms_terms(cfg: MetricConfig = MetricConfig(), drivable: str = "both"):
     drivable (agents stand on the road; touching them is a collision, scored by NC).
     """
     from drivesim.data.classes import OCC_VEHICLE
+    from drivesim.data.geometry import box_corners
     from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE
-    from drivesim.metrics.geometry import box_corners
     from drivesim.metrics.pdms import DRIVABLE_CLASSES
     from drivesim.sim import wm_engine
 

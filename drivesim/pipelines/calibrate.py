@@ -20,9 +20,9 @@ import numpy as np
 
 from drivesim.data.classes import NUM_OCC_CLASSES
 from drivesim.metrics.prediction import IouAccumulator
-from drivesim.model.evaluate import HORIZONS, _pad, forecast_clips, horizon_index
 from drivesim.model.predict import Predictor
 from drivesim.model.world import prepare_occupancy
+from drivesim.pipelines.eval_wm import HORIZONS, _pad, forecast_clips, horizon_index
 
 OFFSETS = tuple(np.round(np.arange(-2.0, 2.01, 0.25), 2))
 """The offsets tried for each class (logits; 0.25 is a 28 % change of odds)."""

@@ -40,9 +40,9 @@ from flax import nnx
 from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
 from drivesim.model.baselines import compose, constant_velocity_occupancy, copy_last
-from drivesim.model.forecast import record_window, synth_settings
 from drivesim.model.predict import Predictor, model_view
 from drivesim.model.world import WorldModel, prepare_occupancy
+from drivesim.pipelines.forecast import record_window, synth_settings
 
 HORIZONS = (1, 2, 3)
 """Seconds after the last context keyframe that are scored (keyframes at 2 Hz: index 2 s - 1)."""
@@ -465,3 +465,63 @@ def _ge(a, b, strict: bool = False) -> bool:
     if a is None or b is None or math.isnan(a) or math.isnan(b):
         return False
     return a > b if strict else a >= b
+
+
+# ------------------------------------------------------------------ the verb
+def eval_cache(dataroot: Path, version: str, frame_size, cache: str | None, quiet: bool) -> Path:
+    """The clip cache `eval-wm` reads: --cache, else one per dataroot under data/cache/ (built once)."""
+    import hashlib
+
+    from drivesim.data.cache import CacheConfig, build_cache
+    from drivesim.pipelines.defaults import REPO_DATA
+
+    if cache:
+        out = Path(cache)
+    else:
+        key = hashlib.sha1(f"{Path(dataroot).resolve()}|{version}|{frame_size}".encode()).hexdigest()[:10]
+        out = REPO_DATA / "cache" / f"eval-{version}-{key}"
+    if not (out / "manifest.json").exists() or not cache:
+        w, h = frame_size
+        build_cache(dataroot, version, out, CacheConfig(image_size=(w, h)), workers=2, progress=not quiet)
+    return out
+
+
+def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None, max_clips=None, edit_scenes=None,
+            edits=None, no_control=False, no_layout=False, seed=0, quiet=False) -> dict:  # fmt: skip
+    """`drivesim eval-wm`: score a world model; writes the JSON report and a figure beside it."""
+    import time
+
+    from drivesim.atomic import strict_json, write_json
+    from drivesim.errors import DrivesimError
+    from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
+    from drivesim.viz.prediction import forecast_figure
+    from drivesim.viz.replay import save_still
+    from drivesim.viz.world_model import eval_tables
+
+    model, ckpt = load_model_file(checkpoint)
+    root = resolve_dataroot(dataroot, version, quiet)
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise DrivesimError(f"--out {out}: the report is JSON; use a .json name (the figure goes beside it)")
+    chosen = tuple(e.strip() for e in edits.split(",") if e.strip()) if edits else EDITS
+    bad = [e for e in chosen if e not in EDITS]
+    if bad:
+        raise DrivesimError(f"--edits {','.join(bad)}: unknown; choose from {', '.join(EDITS)}")
+    if max_clips is not None and max_clips < 1:
+        raise DrivesimError(f"--max-clips {max_clips}: use at least 1")
+    clips = eval_cache(root, version, model.cfg.frame_size, cache, quiet)
+    ecfg = EvalConfig(max_clips=max_clips, seed=seed, controllability=not no_control, edits=chosen,
+                      max_edit_scenes=edit_scenes, layout=not no_layout)  # fmt: skip
+    t0 = time.perf_counter()
+    report, example = evaluate(model, clips, ecfg, dataroot=root, progress=not quiet)
+    report["checkpoint"] = str(ckpt)
+    report["dataroot"], report["version"] = str(root), version
+    report["seconds"] = time.perf_counter() - t0
+    con = console()
+    for table in eval_tables(report):
+        con.print(table)
+    written = [write_json(out, strict_json(report))]
+    title = f"{example['scene']} from keyframe {example['first_keyframe']}: {ckpt.name}, free-running"
+    written.append(save_still(forecast_figure(example, title=title), out.with_suffix(".png")))
+    print("written: " + ", ".join(str(p) for p in written))
+    return report

@@ -5,10 +5,11 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from drivesim.metrics.benchmark import BenchConfig, bootstrap_ci, run_benchmark, stack_logs
+from drivesim.data.types import Trajectory
+from drivesim.pipelines.benchmark import BenchConfig, bootstrap_ci, run_benchmark
+from drivesim.pipelines.scenario_set import stack_logs
 from drivesim.planners.builtin import LogReplay
 from drivesim.sim.scenarios import Scenario
-from drivesim.sim.types import Trajectory
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from drivesim.metrics.prediction import IouAccumulator
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.evaluate import (
+from drivesim.pipelines.eval_wm import (
     EvalConfig,
     Scores,
     _controllability_report,
@@ -99,7 +99,7 @@ def test_targets_pass_and_fail():
         "const_velocity": method((0.5, 0.29, 0.24), (None, None, None)),
         "controllability": {"iou_ratio": 0.95, "edited_displacement_error_3s_m_well_posed": 0.7},
     }
-    from drivesim.model.evaluate import ratios
+    from drivesim.pipelines.eval_wm import ratios
 
     report["ratios"] = ratios(report)
     met = targets(report)["met"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
-from drivesim.metrics.geometry import box_corners, boxes_overlap, overlap_one_to_many
+from drivesim.data.geometry import box_corners, boxes_overlap, overlap_one_to_many
 
 overlap_jit = jax.jit(boxes_overlap)
 

@@ -4,7 +4,7 @@ lowers the score, and a model file without a bias loads with none."""
 import numpy as np
 import pytest
 
-from drivesim.model.calibrate import fit_bias, mean_miou
+from drivesim.pipelines.calibrate import fit_bias, mean_miou
 
 
 def _forecasts(seed=0, n=6, g=24, c=9):
@@ -38,7 +38,7 @@ def test_a_model_file_without_a_bias_loads_with_none(tmp_path):
     from flax import nnx
 
     from drivesim.model.config import WorldModelConfig
-    from drivesim.model.experiment import load_world_model, save_world_model
+    from drivesim.model.model_file import load_world_model, save_world_model
     from drivesim.model.world import WorldModel
 
     cfg = WorldModelConfig(

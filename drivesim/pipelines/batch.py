@@ -13,8 +13,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from drivesim.metrics.closed_loop import evaluate, pdms_terms
 from drivesim.metrics.pdms import MetricConfig, Scores
+from drivesim.sim.closed_loop import evaluate, pdms_terms
 from drivesim.sim.engine import SimConfig, reset, rollout
 
 
@@ -53,8 +53,8 @@ def run_sharded_wm(handle, planner, logs, t0, contexts, horizon: int, cfg=None, 
     """`run_sharded` under the world-model engine: one sampled future per scenario (key from
     `seed` and the scenario's index), the world model's weights replicated, the scenarios (logs,
     t0 (N,), contexts: a `wm_engine.Context` of stacked arrays) sharded over the devices."""
-    from drivesim.metrics.closed_loop import wm_pdms_terms
     from drivesim.sim import wm_engine
+    from drivesim.sim.closed_loop import wm_pdms_terms
     from drivesim.sim.engine import Trace
 
     cfg = cfg or wm_engine.WMConfig()

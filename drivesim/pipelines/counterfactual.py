@@ -78,7 +78,7 @@ def load_scene(dataroot, version: str, scene: str):
     """(10 Hz Log, LogInfo) of a dataroot scene, padded as the benchmark loads it."""
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import load_log
-    from drivesim.metrics.benchmark import BenchConfig
+    from drivesim.pipelines.benchmark import BenchConfig
 
     nusc = open_nuscenes(dataroot, version)
     recs = [s for s in nusc.scene if s["name"] == scene]
@@ -93,7 +93,7 @@ def load_scene(dataroot, version: str, scene: str):
 def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
     """jit of reset -> K sampled world-model rollouts (vmap over keys) -> scores (cached per
     planner and settings: a second counterfactual of the same shapes does not recompile)."""
-    from drivesim.metrics.closed_loop import evaluate, wm_pdms_terms
+    from drivesim.sim.closed_loop import evaluate, wm_pdms_terms
     from drivesim.sim.engine import Trace
 
     terms_fn = wm_pdms_terms(metrics)
@@ -120,8 +120,8 @@ def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, metrics)
 
 @functools.lru_cache(maxsize=16)
 def _reference_fn(planner, horizon: int, sim_cfg, metrics):
-    from drivesim.metrics.closed_loop import evaluate, pdms_terms
     from drivesim.sim import engine
+    from drivesim.sim.closed_loop import evaluate, pdms_terms
 
     @jax.jit
     def run(log, t0, params):
@@ -199,8 +199,8 @@ def run_counterfactual(
     else:
         drive, params, ego_name = LogReplay(), None, "log"
 
+    from drivesim.pipelines.scenario_set import load_contexts
     from drivesim.sim.scenarios import Scenario
-    from drivesim.sim.wm_engine import load_contexts
 
     sc = Scenario(scene=scene, log_index=0, t0=step0, horizon=steps, tags=())
     context = jax.tree.map(lambda a: a[0], load_contexts(dataroot, version, [sc], mcfg.frame_size, mcfg.history))
@@ -242,7 +242,8 @@ def run_counterfactual(
 def _truth(dataroot: Path, scene, log, info, step0, agent_edits, edit_trace, F, mcfg) -> dict | None:
     """The synthetic world's re-simulation of the edits, the ego on the first sample's path:
     keyframes k0 + 1 .. k0 + F as cache arrays; None for a dataroot that is not synthetic."""
-    from drivesim.model.forecast import record_window, synth_settings
+    from drivesim.pipelines.forecast import record_window, synth_settings
+    from drivesim.pipelines.world_edits import to_synth_edits
     from drivesim.synth.dataset import load_recipes, plan_for
     from drivesim.synth.world import resimulate
 
@@ -253,7 +254,7 @@ def _truth(dataroot: Path, scene, log, info, step0, agent_edits, edit_trace, F, 
     if scene not in recipes:
         return None
     ego = np.concatenate([edit_trace.ego.xy[0, 1:], edit_trace.ego.yaw[0, 1:, None]], axis=-1).astype(np.float64)
-    synth_edits = E.to_synth_edits(list(agent_edits) + [E.EgoEdit("keep")], log, info, step0, ego_poses=ego)
+    synth_edits = to_synth_edits(list(agent_edits) + [E.EgoEdit("keep")], log, info, step0, ego_poses=ego)
     record = resimulate(plan_for(recipes[scene]), float(np.asarray(log.time)[step0]), synth_edits)
     k0 = step0 // 5
     w = record_window(record, k0 + 1, k0 + F + 1, mcfg.frame_size, int(synth.get("image_width", 160)),
@@ -285,3 +286,54 @@ def _fidelity(bev, images, truth_bev, truth_images) -> dict:
     out["mean"] = {"occ_iou": float(np.mean(occ_all)), "agent_iou": float(np.mean(ag_ok)) if ag_ok else math.nan,
                    "psnr": float(np.mean(ps_all))}  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------ the verb
+def list_scene_agents(scene: str, t0: float, dataroot=None, version="v1.0-mini", quiet=False) -> list[dict]:
+    """The agents of `scene` at `t0` (s) with their IDs, printed as a table (`--list-agents`) and returned."""
+    from drivesim.pipelines.defaults import console, resolve_dataroot
+    from drivesim.viz.counterfactual import agents_table
+
+    log, info = load_scene(resolve_dataroot(dataroot, version, quiet), version, scene)
+    rows = E.list_agents(log, info, int(round(t0 * 10)))
+    console().print(agents_table(rows, scene, t0))
+    return rows
+
+
+def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, dataroot=None, version="v1.0-mini",
+                   agents="log", samples=2, horizon=4.0, checkpoint=None, seed=0, quiet=False) -> dict:  # fmt: skip
+    """`drivesim counterfactual`: `scene` from `t0` under `edits` (CLI specs); writes
+    counterfactual.json, .gif and .png under `out` and returns the summary."""
+    import time
+
+    from drivesim.atomic import strict_json, write_json
+    from drivesim.errors import DrivesimError
+    from drivesim.pipelines.bench import load_planners
+    from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
+    from drivesim.viz.counterfactual import counterfactual_frames, counterfactual_strip, counterfactual_table
+    from drivesim.viz.replay import save_animation
+
+    root = resolve_dataroot(dataroot, version, quiet)
+    if not edits and not ego_planner:
+        raise DrivesimError("give at least one --edit SPEC (or --ego-planner NAME); --help-edits lists the forms")
+    parsed = [E.parse_edit(spec) for spec in edits]
+    planner = load_planners(ego_planner, None)[ego_planner] if ego_planner else None
+    model, ckpt = load_model_file(checkpoint)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DrivesimError(f"--out {out} is a file; give a folder")
+    tic = time.perf_counter()
+    cf = run_counterfactual(wm_engine.ModelHandle.of(model), root, version, scene, t0, parsed, horizon=horizon,
+                            samples=samples, planner=planner, agents=agents, seed=seed)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {**cf.summary(), "checkpoint": str(ckpt), "dataroot": str(root), "seconds": time.perf_counter() - tic}
+    written = [write_json(out / "counterfactual.json", strict_json(summary))]
+    written += save_animation(counterfactual_frames(cf), out / "counterfactual.gif", fps=2)
+    strip = counterfactual_strip(cf)
+    tmp = out / ".counterfactual.tmp.png"
+    strip.save(tmp)
+    tmp.replace(out / "counterfactual.png")
+    written.append(out / "counterfactual.png")
+    console().print(counterfactual_table(summary))
+    print("written: " + ", ".join(str(p) for p in written))
+    return summary

@@ -1,0 +1,99 @@
+"""The exported world-model file: one self-contained .npz (config, latent statistics, all
+parameters) plus a .json of its config beside it, and the model assembled from trained stages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.model.config import WorldModelConfig
+from drivesim.model.world import WorldModel
+
+FORMAT = 1
+
+
+def assemble(cfg: WorldModelConfig, tokenizers, dynamics, stats: dict) -> WorldModel:
+    """A WorldModel from trained stages and the latent statistics (an untrained refiner, if any)."""
+    model = WorldModel(cfg, rngs=nnx.Rngs(0))
+    nnx.update(model.tokenizers, nnx.state(tokenizers))
+    nnx.update(model.dynamics, nnx.state(dynamics))
+    model.cam_mean[...] = jnp.asarray(stats["cam_mean"], jnp.float32)
+    model.cam_std[...] = jnp.asarray(stats["cam_std"], jnp.float32)
+    model.occ_mean[...] = jnp.asarray(stats["occ_mean"], jnp.float32)
+    model.occ_std[...] = jnp.asarray(stats["occ_std"], jnp.float32)
+    return model
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def _flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
+    flat = nnx.to_flat_state(nnx.state(model))
+    return {"/".join(str(k) for k in path): np.asarray(v.get_value()) for path, v in flat}
+
+
+def save_world_model(model: WorldModel, path) -> Path:
+    """Write the model (config, statistics, parameters) as one .npz plus a .json of its config,
+    atomically."""
+    path = Path(path)
+    arrays = _flat_state(model)
+    meta = {"format": FORMAT, "config": _jsonable(dataclasses.asdict(model.cfg))}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    tmp.replace(path)
+    (path.with_suffix(".json")).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def config_from_json(d: dict) -> WorldModelConfig:
+    fields = {f.name: f for f in dataclasses.fields(WorldModelConfig)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields}
+    return WorldModelConfig(**kw)
+
+
+def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
+    """The world model stored at `path` (a .npz written by `save_world_model`).
+
+    With `cfg`, refuse a file trained with another configuration.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"world model {path} not found; train one (`drivesim train`) or pass --checkpoint")
+    try:
+        data = np.load(path)
+        meta = json.loads(bytes(data["__meta__"]).decode())
+    except Exception as e:
+        raise DataError(f"{path} is not a drivesim world model file ({type(e).__name__}: {e})") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path} has format {meta.get('format')}, expected {FORMAT}; re-export it")
+    stored = config_from_json(meta["config"])
+    if cfg is not None and stored != cfg:
+        diff = [
+            f"{k}={getattr(stored, k)} (you asked for {getattr(cfg, k)})"
+            for k in meta["config"]
+            if getattr(stored, k, None) != getattr(cfg, k, None)
+        ]
+        raise ConfigError(f"{path} was trained with another model config: {', '.join(diff)}")
+    # an abstract model (shapes only: no initialisers compiled or run), filled from the file
+    model = nnx.eval_shape(lambda: WorldModel(stored, rngs=nnx.Rngs(0)))
+    flat = nnx.to_flat_state(nnx.state(model))
+    for key, var in flat:
+        name = "/".join(str(k) for k in key)
+        if name not in data and name == "occ_bias":  # a model from before decision biases: none
+            var.set_value(jnp.zeros(var.get_value().shape, jnp.float32))
+            continue
+        if name not in data:
+            raise DataError(f"{path} lacks parameter {name}; it does not match this version of drivesim")
+        value = data[name]
+        if value.shape != var.get_value().shape:
+            raise DataError(f"{path}: parameter {name} has shape {value.shape}, expected {var.get_value().shape}")
+        var.set_value(jnp.asarray(value))
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model

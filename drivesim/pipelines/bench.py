@@ -1,0 +1,129 @@
+"""`drivesim bench`: load the scenario set and the planners, run the benchmark under an engine,
+print the leaderboard and write results.json, the CSV and the figures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from drivesim.errors import DrivesimError
+from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, console, resolve_dataroot
+from drivesim.progress import bar
+
+
+def load_planners(names: str | None, module: str | None) -> dict:
+    """Built-in planners by comma-separated name (default: all), plus a user planner `pkg.mod:factory`."""
+    import importlib
+
+    from drivesim.planners.builtin import BUILTIN
+
+    planners = {}
+    wanted = list(BUILTIN) if not names else [n.strip() for n in names.split(",") if n.strip()]
+    if module and not names:
+        wanted = []
+    for n in wanted:
+        if n not in BUILTIN:
+            raise DrivesimError(f"unknown planner {n!r}; built-in planners: {', '.join(BUILTIN)}")
+        planners[n] = BUILTIN[n]
+    if module:
+        mod_name, _, attr = module.partition(":")
+        if not attr:
+            raise DrivesimError(f"--planner-module {module!r}: write it as package.module:factory")
+        try:
+            mod = importlib.import_module(mod_name)
+        except Exception as e:
+            raise DrivesimError(f"--planner-module: {mod_name} failed to import ({type(e).__name__}: {e})") from None
+        factory = getattr(mod, attr, None)
+        if factory is None:
+            raise DrivesimError(f"--planner-module: {mod_name} has no {attr!r}")
+        try:
+            planner = factory()
+        except Exception as e:
+            raise DrivesimError(f"--planner-module: {module}() failed ({type(e).__name__}: {e})") from None
+        planners[getattr(planner, "name", attr)] = planner
+    if not planners:
+        raise DrivesimError("no planner to benchmark; give --planners and/or --planner-module")
+    return planners
+
+
+def bench(
+    out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents="log",
+    scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="guided", samples=2,
+    drivable="map", compare_reference=False, quiet=False,
+) -> dict:  # fmt: skip
+    """Benchmark planners in closed loop (arguments as `drivesim bench`'s options, `horizon` in s);
+    writes results.json, results.csv and figures under `out` and returns the results."""
+    import jax
+
+    from drivesim.pipelines.benchmark import BenchConfig, run_benchmark
+    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set
+    from drivesim.planners.base import check_planner
+    from drivesim.sim.engine import SimConfig, observe, reset
+    from drivesim.viz import benchmark as report
+
+    if compare_reference and engine != "world-model":
+        raise DrivesimError(
+            "--compare-reference compares the world-model engine with the reference: add --engine world-model"
+        )
+    if samples < 1:
+        raise DrivesimError(f"--samples {samples}: use at least 1")
+    chosen = load_planners(planners, planner_module)
+    root = resolve_dataroot(dataroot, version, quiet)
+    steps = int(round(horizon * 10))
+    if steps < 10:
+        raise DrivesimError(f"--horizon {horizon}: use at least 1 s")
+    sim = SimConfig(agents={"reactive": "idm", "log": "log"}[agents], replan_every=replan_every)
+    wm_cfg = None
+    if engine == "world-model":
+        from drivesim.sim.wm_engine import WMConfig
+
+        try:
+            wm_cfg = WMConfig(sim=sim, layout=layout == "guided")
+        except ValueError as e:
+            raise DrivesimError(f"--replan-every {replan_every}: {e}") from None
+    cfg = BenchConfig(horizon=steps, scenarios=scenarios, seed=seed, batch=batch, sim=sim, wm=wm_cfg,
+                      samples=samples, drivable=drivable)  # fmt: skip
+    out = Path(out)
+    con = console()
+    sset = load_scenario_set(root, version, cfg, quiet=quiet)
+    chosen_scenarios = sset.scenarios
+    first = chosen_scenarios[0]
+    sample_obs = jax.eval_shape(lambda lg: observe(reset(lg, first.t0, None, cfg.sim), cfg.sim), sset.logs[first.log_index])
+    for p in chosen.values():
+        try:
+            check_planner(p, sample_obs)
+        except (TypeError, ValueError) as e:
+            raise DrivesimError(str(e)) from None
+    model = contexts = None
+    ckpt = None
+    if wm_cfg is not None:
+        from drivesim.model.model_file import load_world_model
+        from drivesim.sim.wm_engine import ModelHandle
+
+        ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        wm = load_world_model(ckpt)
+        model = ModelHandle.of(wm)
+        with bar(quiet, "loading keyframes", len({s.scene for s in chosen_scenarios})) as tick:
+            contexts = load_contexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history, tick)
+    label = engine + (f" ({layout}, DAC from the {drivable}, {samples} futures)" if wm_cfg else "")
+    con.print(f"benchmarking {len(chosen)} planners on {len(chosen_scenarios)} scenarios of {len(sset.names)} logs "
+              f"({horizon:g} s each, {agents} agents, {label} engine)")  # fmt: skip
+    total = len(chosen) * len(chosen_scenarios) * (2 if compare_reference else 1)
+    with bar(quiet, "bench", total) as tick:
+        results = run_benchmark(sset.stacked, chosen_scenarios, chosen, cfg,
+                                progress=lambda m, name: [tick() for _ in range(m)],
+                                model=model, contexts=contexts, compare_reference=compare_reference)  # fmt: skip
+    results["config"].update({"dataroot": str(root), "version": version})
+    if ckpt is not None:
+        results["config"]["checkpoint"] = str(ckpt)
+    con.print(report.leaderboard(results))
+    for s in results["skipped"]:
+        print(f"skipped {s['scene']} t0={s['t0'] / 10:.1f}s: {s['reason']}", file=sys.stderr)
+    written = report.write_results(results, out)
+    kept = [sc for sc in chosen_scenarios
+            if not any(k["scene"] == sc.scene and k["t0"] == sc.t0 for k in results["skipped"])]  # fmt: skip
+    written += [report.plot_metrics(results, out), report.plot_distribution(results, out),
+                report.plot_worst(results, sset.stacked, kept, out)]  # fmt: skip
+    print("written: " + ", ".join(str(p) for p in written))
+    return results
+
