@@ -125,7 +125,9 @@ def test_nothing_imports_the_cli():
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path == PACKAGE / "cli.py":
                 continue
-            offenders += [f"{path.relative_to(ROOT)}:{line}" for name, line in imports_of(path) if name == "drivesim.cli"]
+            offenders += [
+                f"{path.relative_to(ROOT)}:{line}" for name, line in imports_of(path) if name == "drivesim.cli"
+            ]
     assert not offenders, f"drivesim.cli is imported by {offenders}; call a pipeline instead"
 
 

@@ -88,7 +88,9 @@ def bench(
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
     chosen_scenarios = sset.scenarios
     first = chosen_scenarios[0]
-    sample_obs = jax.eval_shape(lambda lg: observe(reset(lg, first.t0, None, cfg.sim), cfg.sim), sset.logs[first.log_index])
+    sample_obs = jax.eval_shape(
+        lambda lg: observe(reset(lg, first.t0, None, cfg.sim), cfg.sim), sset.logs[first.log_index]
+    )
     for p in chosen.values():
         try:
             check_planner(p, sample_obs)
@@ -126,4 +128,3 @@ def bench(
                 report.plot_worst(results, sset.stacked, kept, out)]  # fmt: skip
     print("written: " + ", ".join(str(p) for p in written))
     return results
-

@@ -138,5 +138,3 @@ def to_synth_edits(
         else:
             raise TypeError(f"not an edit: {edit!r}")
     return out
-
-

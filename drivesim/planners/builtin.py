@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from drivesim.data.types import EGO_SIZE, SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 from drivesim.metrics.pdms import MetricConfig, score, step_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
-from drivesim.sim.idm import idm_accel
+from drivesim.sim.idm import IdmParams
 from drivesim.sim.paths import close_path, point_at, project
 
 HORIZON = 40  # 4 s at 10 Hz
@@ -110,16 +110,9 @@ def leader_on_path(path: Route, s_ego, agents: AgentState, size, ego_length=EGO_
     return gap[j], jnp.maximum(agents.speed[j] * jnp.cos(rel[j]), 0.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class IdmParams:
-    """IDM parameters of the planners."""
-
-    target_speed: float = 11.0
-    headway: float = 1.5
-    min_gap: float = 2.5
-    max_accel: float = 1.5
-    comfort_decel: float = 3.0
-    max_decel: float = 8.0
+PLANNER_IDM = IdmParams(min_gap=2.5, comfort_decel=3.0)
+"""The IDM planners' law: the traffic's (`drivesim.sim.idm.IdmParams`) with a longer standstill gap
+(2.5 m) and firmer comfortable braking (3 m/s^2)."""
 
 
 def curve_speed_limit(path: Route, s0, lat_accel: float, decel: float):
@@ -156,9 +149,7 @@ def idm_profile(
     def body(carry, _):
         s, v, lead, a_prev = carry
         target = p.target_speed if speed_limit is None else jnp.minimum(p.target_speed, speed_limit(s))
-        acc = idm_accel(
-            v, target, lead - s, lead_speed, p.max_accel, p.comfort_decel, p.headway, p.min_gap, p.max_decel
-        )
+        acc = p.accel(v, target, lead - s, lead_speed)
         if max_jerk is not None:
             acc = jnp.clip(acc, a_prev - max_jerk * dt, a_prev + max_jerk * dt)
         v2 = jnp.maximum(v + acc * dt, 0.0)
@@ -194,7 +185,7 @@ class IdmPlanner:
     """Follow the route centreline; speed from IDM behind the nearest agent in the corridor."""
 
     name: str = "idm"
-    idm: IdmParams = IdmParams()
+    idm: IdmParams = PLANNER_IDM
     horizon: int = HORIZON
 
     def init(self, rng):
@@ -213,7 +204,7 @@ class TimidIdm:
     """A weak variant: crawls at a third of the speed and keeps very long gaps."""
 
     name: str = "timid_idm"
-    idm: IdmParams = IdmParams(target_speed=3.5, headway=4.0, min_gap=10.0, max_accel=0.6)
+    idm: IdmParams = dataclasses.replace(PLANNER_IDM, target_speed=3.5, headway=4.0, min_gap=10.0, max_accel=0.6)
     horizon: int = HORIZON
 
     def init(self, rng):
@@ -228,7 +219,7 @@ class DistractedIdm:
     """A weak variant: looks away (misses its leader) 40% of the time and wanders in its lane."""
 
     name: str = "distracted_idm"
-    idm: IdmParams = IdmParams(target_speed=12.0, headway=0.8, min_gap=1.0)
+    idm: IdmParams = dataclasses.replace(PLANNER_IDM, target_speed=12.0, headway=0.8, min_gap=1.0)
     miss_prob: float = 0.4
     wander: float = 1.2
     horizon: int = HORIZON
@@ -256,7 +247,7 @@ class PdmClosed:
     """Target speeds of the proposals, as fractions of `idm.target_speed`."""
     offsets: tuple[float, ...] = (-1.0, 0.0, 1.0)
     """Lateral offsets of the proposals from the centreline (m, left +)."""
-    idm: IdmParams = IdmParams(target_speed=13.0)
+    idm: IdmParams = dataclasses.replace(PLANNER_IDM, target_speed=13.0)
     max_jerk: float = 3.5
     """The proposals' acceleration changes at most this fast (m/s^3), from the current one."""
     metrics: MetricConfig = MetricConfig()

@@ -69,7 +69,7 @@ from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.world import layout_grid, sample_frame
 from drivesim.planners.builtin import (
     HORIZON,
-    IdmParams,
+    PLANNER_IDM,
     _follow_setup,
     _path_trajectory,
     idm_profile,
@@ -77,6 +77,7 @@ from drivesim.planners.builtin import (
 )
 from drivesim.sim import wm_engine
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
+from drivesim.sim.idm import IdmParams
 from drivesim.sim.paths import point_at
 
 FIRST_AGENT_CLASS = OCC_VEHICLE
@@ -386,7 +387,7 @@ class WorldModelMPC:
         (1.0, 0.0), (0.7, 0.0), (0.4, 0.0), (0.0, 0.0), (1.0, 1.0), (1.0, -1.0), (0.7, 1.0), (0.7, -1.0),
     )  # fmt: skip
     """Proposals: (fraction of `idm.target_speed`, lateral offset from the route centreline m)."""
-    idm: IdmParams = IdmParams()
+    idm: IdmParams = PLANNER_IDM
     max_jerk: float = 3.5
     """The proposals' acceleration changes at most this fast (m/s^3), from the current one."""
     frames: int = 3
@@ -575,7 +576,7 @@ class GradientPlanner:
     """
 
     name: str = "wm_grad"
-    idm: IdmParams = IdmParams()
+    idm: IdmParams = PLANNER_IDM
     max_jerk: float = 3.5
     """The proposal's acceleration changes at most this fast (m/s^3), from the current one."""
     frames: int = 3

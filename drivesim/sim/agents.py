@@ -18,7 +18,7 @@ from flax import struct
 
 from drivesim.data.classes import VEHICLE
 from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, Log, Route
-from drivesim.sim.idm import idm_accel
+from drivesim.sim.idm import IdmParams
 from drivesim.sim.paths import _argmin_last, close_path, lane_path, point_at, project, project_many
 
 CROSSING_TIMES = (1.5, 3.0)
@@ -26,19 +26,11 @@ CROSSING_TIMES = (1.5, 3.0)
 
 
 @dataclasses.dataclass(frozen=True)
-class IdmParams:
-    """Intelligent Driver Model and neighbour search of the reactive agents."""
+class ReactiveParams:
+    """The reactive agents: their driving law and how they find their leaders and lanes."""
 
-    headway: float = 1.5
-    """Desired time gap to the leader (s)."""
-    min_gap: float = 2.0
-    """Standstill distance to the leader (m)."""
-    max_accel: float = 1.5
-    """IDM acceleration a (m/s^2)."""
-    comfort_decel: float = 2.0
-    """IDM comfortable deceleration b (m/s^2)."""
-    max_decel: float = 8.0
-    """Hardest braking (m/s^2)."""
+    idm: IdmParams = IdmParams()
+    """The IDM law the agents drive by (its defaults are the traffic's)."""
     neighbours: int = 8
     """Objects checked for being the leader: the K nearest."""
     window: int = 48
@@ -97,7 +89,7 @@ def _resample(xy, valid, n: int):
 
 
 @jax.named_scope("init_idm")
-def init_idm(log: Log, t0, cfg: IdmParams = IdmParams()) -> IdmState:
+def init_idm(log: Log, t0, cfg: ReactiveParams = ReactiveParams()) -> IdmState:
     """Pick the reactive agents at step t0 and lay out their paths."""
     ag = log.agents
     T = log.time.shape[-1]
@@ -144,7 +136,7 @@ def idm_step(
     replay: AgentState,
     ego: EgoState,
     size,
-    cfg: IdmParams = IdmParams(),
+    cfg: ReactiveParams = ReactiveParams(),
     dt: float = SIM_DT,
 ) -> tuple[IdmState, AgentState]:
     """Advance the reactive agents one step.
@@ -208,9 +200,7 @@ def idm_step(
 
     gap, lead_speed = jax.vmap(leader)(jnp.arange(A))
     v = idm.speed
-    accel = idm_accel(
-        v, idm.v0, gap, lead_speed, cfg.max_accel, cfg.comfort_decel, cfg.headway, cfg.min_gap, cfg.max_decel
-    )
+    accel = cfg.idm.accel(v, idm.v0, gap, lead_speed)
     v_next = jnp.maximum(v + accel * dt, 0.0)
     s_next = idm.s + 0.5 * (v + v_next) * dt
     offset = idm.offset * jnp.exp(-dt / cfg.offset_decay)

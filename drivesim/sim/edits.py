@@ -928,4 +928,3 @@ def _edit_log(log, info, t0, edits, horizon_steps) -> Log:
     for edit in edits:
         editor.apply(edit)
     return editor.result()
-

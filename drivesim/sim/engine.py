@@ -16,7 +16,7 @@ from flax import struct
 
 from drivesim.data.occupancy import OccupancyConfig, rasterize
 from drivesim.data.types import SIM_DT, AgentState, EgoState, Log, Observation, Route, Trajectory
-from drivesim.sim.agents import IdmParams, IdmState, idm_step, init_idm, log_agents
+from drivesim.sim.agents import IdmState, ReactiveParams, idm_step, init_idm, log_agents
 from drivesim.sim.dynamics import TrackerParams, VehicleParams, bicycle_step, to_ego_frame, to_global, track, wrap
 from drivesim.sim.paths import close_path, lane_path, project
 
@@ -37,7 +37,7 @@ class SimConfig:
     """Steps of the logged future given to planners (`Observation.expert`), at 0.1 s."""
     vehicle: VehicleParams = VehicleParams()
     tracker: TrackerParams = TrackerParams()
-    idm: IdmParams = IdmParams()
+    reactive: ReactiveParams = ReactiveParams()
     occupancy: OccupancyConfig = OccupancyConfig()
 
     def __post_init__(self):
@@ -111,9 +111,9 @@ def reset(log: Log, t0, rng=None, cfg: SimConfig = SimConfig()) -> SimState:
     logged = close_path(log.ego.xy[idx], log.ego.valid[idx])
     route = jax.tree.map(lambda a, b: jnp.where(route_ok, a, b), route, logged)
     if cfg.agents == "idm":
-        idm = init_idm(log, t0, cfg.idm)
+        idm = init_idm(log, t0, cfg.reactive)
     else:  # placeholders of the right shapes: log agents need no paths
-        A, N = log.agents.valid.shape[0], cfg.idm.n_segments * log.map.lane_xy.shape[1]
+        A, N = log.agents.valid.shape[0], cfg.reactive.n_segments * log.map.lane_xy.shape[1]
         zeros = jnp.zeros((A,), jnp.float32)
         idm = IdmState(
             controlled=jnp.zeros((A,), bool),
@@ -138,7 +138,7 @@ def _advance(state: SimState, path, dt, elapsed, cfg: SimConfig) -> SimState:
     t_next = state.t0 + state.step + 1
     replay = log_agents(state.log, t_next)
     if cfg.agents == "idm":
-        idm, agents = idm_step(state.idm, state.agents, replay, state.ego, state.log.agents.size, cfg.idm)
+        idm, agents = idm_step(state.idm, state.agents, replay, state.ego, state.log.agents.size, cfg.reactive)
     else:
         idm, agents = state.idm, replay
     return state.replace(step=state.step + 1, ego=ego, agents=agents, idm=idm)

@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class IdmParams:
+    """The Intelligent Driver Model's parameters (Treiber et al.), for reactive agents and IDM
+    planners alike. The defaults are the reactive traffic's; the planners start from
+    `drivesim.planners.builtin.PLANNER_IDM`, which keeps a larger standstill gap and brakes harder."""
+
+    target_speed: float = 11.0
+    """Desired speed v0 (m/s) where nothing else sets one (planners; reactive agents drive at their
+    logged speed)."""
+    headway: float = 1.5
+    """Desired time gap T to the leader (s)."""
+    min_gap: float = 2.0
+    """Standstill distance s0 to the leader (m)."""
+    max_accel: float = 1.5
+    """Maximum acceleration a (m/s^2)."""
+    comfort_decel: float = 2.0
+    """Comfortable deceleration b (m/s^2)."""
+    max_decel: float = 8.0
+    """Hardest braking (m/s^2): the law's output is clipped here."""
+
+    def accel(self, v, v0, gap, lead_speed):
+        """`idm_accel` with these parameters (broadcasting over the arguments)."""
+        return idm_accel(
+            v, v0, gap, lead_speed, self.max_accel, self.comfort_decel, self.headway, self.min_gap, self.max_decel
+        )
 
 
 def idm_accel(v, v0, gap, lead_speed, max_accel, comfort_decel, headway, min_gap, max_decel):
