@@ -8,10 +8,7 @@ from drivesim.model.config import WorldModelConfig
 from drivesim.pipelines.experiment import Experiment, TrainingData
 from drivesim.train import TrainConfig
 
-TINY = WorldModelConfig(
-    cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-    d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2, occ_refine=True, refine_channels=(8, 16, 16),
-)  # fmt: skip
+TINY = WorldModelConfig.tiny(occ_refine=True)
 
 
 def get_config(quick: bool = True) -> Experiment:

@@ -29,6 +29,17 @@ def tiny_config():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_config():
+    """The tiny world model of the tests (`WorldModelConfig.tiny`); module-level configs call
+    `WorldModelConfig.tiny(...)` with their overrides, so the sizes are written once."""
+    from drivesim.model.config import WorldModelConfig
+
+    cfg = WorldModelConfig.tiny()
+    cfg.validate()
+    return cfg
+
+
+@pytest.fixture(scope="session")
 def tiny_dataroot(tmp_path_factory, tiny_config):
     """A 3-scene, 8 s synthetic dataroot with 64 px images and 4 Hz cameras."""
     from drivesim.synth.dataset import generate

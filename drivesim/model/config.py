@@ -107,6 +107,16 @@ class WorldModelConfig:
     def occ_tokens(self) -> int:
         return (self.occ_latent_grid // self.occ_patch) ** 2
 
+    @classmethod
+    def tiny(cls, **overrides) -> WorldModelConfig:
+        """The tiny model of the tests and smoke runs (builds and samples in seconds on a CPU);
+        `overrides` replace fields (e.g. `occ_refine=True`, `motion_warp=True`)."""
+        base = dict(
+            cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8, d_model=32, heads=2,
+            layers=1, mlp_ratio=2, sample_steps=2, refine_channels=(8, 16, 16),
+        )  # fmt: skip
+        return cls(**{**base, **overrides})
+
     def stage_fields(self) -> dict:
         """The config without the refiner's fields: what the tokenizer and dynamics stages depend on
         (their checkpoints stay valid when only the refiner changes)."""

@@ -12,10 +12,7 @@ from drivesim.model.config import WorldModelConfig
 from drivesim.model.predict import Predictor, _rollout, model_view
 from drivesim.model.world import WorldModel, generate
 
-CFG = WorldModelConfig(
-    cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-    d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2, max_horizon=16,
-)  # fmt: skip
+CFG = WorldModelConfig.tiny(max_horizon=16)
 H = CFG.history
 
 

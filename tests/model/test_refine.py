@@ -16,10 +16,7 @@ from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, compose_po
 from drivesim.model.world import WorldModel
 from drivesim.pipelines.eval_wm import compose
 
-CFG = WorldModelConfig(
-    cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8, d_model=32, heads=2,
-    layers=1, mlp_ratio=2, sample_steps=2, occ_refine=True, refine_channels=(8, 16, 16), refine_gap=3,
-)  # fmt: skip
+CFG = WorldModelConfig.tiny(occ_refine=True, refine_gap=3)
 
 
 def test_compose_pose_matches_the_host_composition():

@@ -22,8 +22,7 @@ _SCRIPT = textwrap.dedent(
     from drivesim.train import TrainConfig, train
 
     assert len(jax.devices()) == 8, jax.devices()
-    cfg = WorldModelConfig(cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-                           d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2)
+    cfg = WorldModelConfig.tiny()
 
     class Clips:  # latent clips as LatentClips holds them: per scene, (T, ...) arrays
         def __init__(self):

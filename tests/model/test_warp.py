@@ -38,10 +38,7 @@ def test_a_quarter_turn_rotates_the_grid():
 
 
 def test_a_motion_warp_model_rolls_out():
-    cfg = WorldModelConfig(
-        cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-        d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2, motion_warp=True,
-    )  # fmt: skip
+    cfg = WorldModelConfig.tiny(motion_warp=True)
     pred = Predictor(WorldModel(cfg, rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (1, 4, 6, 36, 64, 3), dtype=np.uint8)

@@ -25,9 +25,7 @@ def trained(tiny_dataroot, tmp_path_factory):
             step = TrainConfig(steps=4, batch_size=4, learning_rate=1e-3, warmup_steps=1, log_every=2,
                                checkpoint_every=4)
             return Experiment(
-                model=WorldModelConfig(cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16),
-                                       occ_latent=8, d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2,
-                                       occ_refine=True, refine_channels=(8, 16, 16)),
+                model=WorldModelConfig.tiny(occ_refine=True),
                 data=TrainingData(cache="{work / "cache"}", dataroot="{tiny_dataroot}", version="v1.0-mini"),
                 tokenizer=step, dynamics=step, refiner=step, refiner_clips=4,
                 calibration=TrainingData(cache="{work / "cache"}", dataroot="{tiny_dataroot}", version="v1.0-mini"),

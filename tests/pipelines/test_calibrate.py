@@ -34,17 +34,15 @@ def test_mean_miou_is_one_for_perfect_logits():
     assert mean_miou(np.eye(9, dtype=np.float32)[truth], truth, np.zeros(9)) == pytest.approx(1.0)
 
 
-def test_a_model_file_without_a_bias_loads_with_none(tmp_path):
+def test_a_model_file_without_a_bias_loads_with_none(tmp_path, tiny_model_config):
+    import dataclasses
+
     from flax import nnx
 
-    from drivesim.model.config import WorldModelConfig
     from drivesim.model.model_file import load_world_model, save_world_model
     from drivesim.model.world import WorldModel
 
-    cfg = WorldModelConfig(
-        cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8, d_model=32, heads=2,
-        layers=1, mlp_ratio=2, sample_steps=2, occ_refine=True, refine_channels=(8, 16, 16),
-    )  # fmt: skip
+    cfg = dataclasses.replace(tiny_model_config, occ_refine=True)
     model = WorldModel(cfg, rngs=nnx.Rngs(0))
     model.occ_bias[...] = np.arange(9, dtype=np.float32)
     path = save_world_model(model, tmp_path / "m.npz")

@@ -29,10 +29,7 @@ from drivesim.sim.dynamics import to_ego_frame, to_global
 from drivesim.sim.engine import SimConfig
 
 # the tiny model of tests/sim/test_wm_engine.py
-CFG = WorldModelConfig(
-    cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-    d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2, max_horizon=16, motion_warp=True,
-)  # fmt: skip
+CFG = WorldModelConfig.tiny(max_horizon=16, motion_warp=True)
 T0 = 40
 WM = wm_engine.WMConfig(sim=SimConfig(replan_every=5), layout=True)
 

@@ -21,10 +21,7 @@ from drivesim.sim import engine, wm_engine
 from drivesim.sim.closed_loop import wm_pdms_terms
 from drivesim.sim.dynamics import to_ego_frame
 
-CFG = WorldModelConfig(
-    cam_channels=(8, 16, 16), cam_latent=4, occ_channels=(8, 16, 16), occ_latent=8,
-    d_model=32, heads=2, layers=1, mlp_ratio=2, sample_steps=2, max_horizon=16, motion_warp=True,
-)  # fmt: skip
+CFG = WorldModelConfig.tiny(max_horizon=16, motion_warp=True)
 T0 = 40
 
 
