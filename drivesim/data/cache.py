@@ -1,7 +1,7 @@
 """A compact on-disk cache of training clips, and a batched, shuffling loader over it.
 
 Layout of a cache folder:
-  manifest.json                  the config and, per finished scene, its number of keyframes
+  manifest.json                  the config, per finished scene its number of keyframes, provenance
   scenes/<scene>/frames.npy      (T, 6, h, w, 3) uint8 camera keyframes, CAMERA_CHANNELS order
   scenes/<scene>/occupancy.npy   (T, G, G) uint8 BEV occupancy (drivesim.data.classes ids)
   scenes/<scene>/ego.npy         (T, 4) float32 global ego pose and speed: x, y, yaw, speed
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivesim.data.types import AgentLayout
 from drivesim.errors import ConfigError, DataError
 
 CACHE_FORMAT = 1
@@ -99,10 +100,10 @@ def log_arrays(log, frames: np.ndarray, cfg: CacheConfig = CacheConfig()) -> dic
     ly = -s * axy[..., 0] + c * axy[..., 1]
     lyaw = (np.asarray(ag.yaw, np.float64)[:, :T] - yaw[None] + np.pi) % (2 * np.pi) - np.pi
     size = np.broadcast_to(np.asarray(ag.size)[:, None, :], lx.shape + (3,))
-    cat = np.broadcast_to(np.asarray(ag.category, np.float64)[:, None], lx.shape)
+    cat = np.broadcast_to(np.asarray(ag.category)[:, None], lx.shape)
     v = np.asarray(ag.valid)[:, :T]
-    agents = np.concatenate([np.stack([lx, ly, lyaw], -1), size, np.stack([cat, v], -1)], axis=-1)
-    agents = np.where(v[..., None], agents, 0.0).transpose(1, 0, 2).astype(np.float32)
+    layout = AgentLayout(xy=np.stack([lx, ly], -1), yaw=lyaw, size=size, category=cat, valid=v)
+    agents = np.where(v[..., None], layout.packed(), np.float32(0.0)).transpose(1, 0, 2).astype(np.float32)
     return {"frames": frames[:T], "occupancy": occ.astype(np.uint8), "ego": ego, "ego_motion": motion, "agents": agents}
 
 
@@ -158,6 +159,7 @@ def build_cache(
 ) -> dict:
     """Preprocess the scenes of a dataroot into a clip cache at `out` (resumable)."""
     from drivesim.data.dataroot import check_dataroot, open_nuscenes
+    from drivesim.provenance import provenance
 
     cfg.validate()
     check_dataroot(dataroot, version)
@@ -169,6 +171,7 @@ def build_cache(
         "version": version,
         "config": dataclasses.asdict(cfg),
     }
+    have = {}
     if manifest_path.exists():
         with open(manifest_path) as f:
             have = json.load(f)
@@ -205,6 +208,9 @@ def build_cache(
                     bar.tick(name)
         finally:
             bar.close()
+    # readers ignore the key; a run that found the cache complete keeps the record of the one that built it
+    prov = have.get("provenance") if not todo and have.get("provenance") else None
+    _write_manifest(out, {**want, "provenance": prov or provenance(dataroot=dataroot, version=version)}, names, done)
     clips = sum(len(_clip_starts(_keyframes(out, n), cfg)) for n in names if n in done)
     return {
         "out": str(out),

@@ -27,7 +27,7 @@ from drivesim.data.classes import (
     PEDESTRIAN,
     VEHICLE,
 )
-from drivesim.data.types import Log, MapData, Occupancy
+from drivesim.data.types import AgentLayout, Log, MapData, Occupancy
 
 # Agent classes from the lowest to the highest paint priority: where boxes overlap, the class
 # later here wins (a pedestrian beside a car must not vanish under it).
@@ -186,25 +186,24 @@ def _agent_paint_level(
     return jnp.max(jnp.where(inside, per_agent(agent_level), jnp.uint8(0)), axis=0, initial=jnp.uint8(0))
 
 
-def paint_boxes(boxes, cfg: OccupancyConfig = OccupancyConfig()) -> jnp.ndarray:
+def paint_boxes(boxes: AgentLayout, cfg: OccupancyConfig = OccupancyConfig()) -> jnp.ndarray:
     """Agent boxes painted as the rasteriser paints them, without the map.
 
     Args:
-      boxes: (A, 8) agent layout rows in the ego frame: x, y, yaw, length, width, height, class
-        (0 vehicle, 1 pedestrian, 2 cyclist, 3 obstacle), valid (1/0).
+      boxes: an `AgentLayout` of A agents in the ego frame (or its packed (A, 8) rows).
       cfg: grid size and resolution (static).
     Returns:
       (H, W) uint8: `AGENT_TO_OCC[class]` where a cell centre lies strictly inside a valid box
       (overlaps by `AGENT_PAINT_ORDER`), `OCC_FREE` elsewhere — what `rasterize` paints over the map.
     """
-    boxes = jnp.asarray(boxes, jnp.float32)
+    boxes = AgentLayout.from_packed(boxes)
     level = _agent_paint_level(
         jnp.asarray(cfg.cell_centers()),
-        boxes[:, :2],
-        boxes[:, 2],
-        boxes[:, 3:5],
-        jnp.round(boxes[:, 6]).astype(jnp.int32),
-        boxes[:, 7] > 0.5,
+        jnp.asarray(boxes.xy, jnp.float32),
+        jnp.asarray(boxes.yaw, jnp.float32),
+        jnp.asarray(boxes.size[:, :2], jnp.float32),
+        jnp.asarray(boxes.category, jnp.int32),
+        jnp.asarray(boxes.valid, bool),
     )
     level_to_occ = jnp.array((OCC_FREE,) + tuple(AGENT_TO_OCC[c] for c in AGENT_PAINT_ORDER), jnp.uint8)
     return level_to_occ[level]

@@ -215,6 +215,69 @@ class LogInfo:
 
 
 @struct.dataclass
+class AgentLayout:
+    """Agent boxes in one ego frame: the layout the world model is conditioned on and forecasts from.
+
+    Attributes:
+      xy: (..., A, 2) box centres in the ego frame (x forward, y left), m.
+      yaw: (..., A) headings relative to the ego's.
+      size: (..., A, 3) length, width, height (m).
+      category: (..., A) int32 agent class (`drivesim.data.classes`: 0 vehicle, 1 pedestrian,
+        2 cyclist, 3 obstacle).
+      valid: (..., A) bool: the slot holds an agent.
+
+    The clip cache stores a layout packed as (..., A, 8) float32 rows [x, y, yaw, length, width,
+    height, class, valid] (`LAYOUT_ROW` wide); `from_packed` and `packed` convert. The fields are
+    numpy arrays when built from numpy rows (host code), jax arrays otherwise.
+    """
+
+    xy: jnp.ndarray
+    yaw: jnp.ndarray
+    size: jnp.ndarray
+    category: jnp.ndarray
+    valid: jnp.ndarray
+
+    @staticmethod
+    def from_packed(rows) -> AgentLayout:
+        """A layout from packed (..., A, 8) rows (or the layout itself, unchanged)."""
+        if isinstance(rows, AgentLayout):
+            return rows
+        xp = np if isinstance(rows, np.ndarray) else jnp
+        if xp is np:  # host code keeps its precision (float64 baselines)
+            rows = rows if np.issubdtype(rows.dtype, np.floating) else rows.astype(np.float32)
+        else:
+            rows = jnp.asarray(rows, jnp.float32)
+        if rows.shape[-1] != LAYOUT_ROW:
+            raise ValueError(f"a packed agent layout has {LAYOUT_ROW} columns per agent; got shape {rows.shape}")
+        return AgentLayout(
+            xy=rows[..., 0:2],
+            yaw=rows[..., 2],
+            size=rows[..., 3:6],
+            category=xp.round(rows[..., 6]).astype(xp.int32),
+            valid=rows[..., 7] > 0.5,
+        )
+
+    @staticmethod
+    def empty(lead: tuple[int, ...], slots: int, xp=jnp) -> AgentLayout:
+        """A layout of `slots` empty slots with leading dims `lead`."""
+        return AgentLayout.from_packed(xp.zeros(tuple(lead) + (slots, LAYOUT_ROW), xp.float32))
+
+    def packed(self):
+        """(..., A, 8) float32 rows, as the clip cache stores them."""
+        xp = np if isinstance(self.xy, np.ndarray) else jnp
+        cols = [self.xy, self.yaw[..., None], self.size, self.category[..., None], self.valid[..., None]]
+        return xp.concatenate([xp.asarray(c, xp.float32) for c in cols], axis=-1)
+
+    @property
+    def slots(self) -> int:
+        return self.valid.shape[-1]
+
+
+LAYOUT_ROW = 8
+"""Width of a packed agent-layout row: x, y, yaw, length, width, height, class, valid."""
+
+
+@struct.dataclass
 class Occupancy:
     """An ego-centric bird's-eye-view semantic grid.
 

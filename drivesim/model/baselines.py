@@ -26,9 +26,9 @@ from drivesim.data.classes import (
     OCC_VEHICLE,
 )
 from drivesim.data.occupancy import AGENT_PAINT_ORDER, OccupancyConfig
+from drivesim.data.types import AgentLayout
 
 # Columns of an agent layout row.
-AGENT_X, AGENT_Y, AGENT_YAW, AGENT_LENGTH, AGENT_WIDTH, AGENT_HEIGHT, AGENT_CLASS, AGENT_VALID = range(8)
 
 
 def copy_last(history, future_steps: int, *, frame_ndim: int | None = None):
@@ -96,15 +96,20 @@ def constant_velocity_occupancy(
       (F, G, G) uint8 occupancy classes, each in its own future keyframe's ego frame.
     """
     grid = np.asarray(last_grid)
-    agents_prev = np.asarray(agents_prev, np.float64)
-    agents_last = np.asarray(agents_last, np.float64)
+    prev = AgentLayout.from_packed(
+        agents_prev if isinstance(agents_prev, AgentLayout) else np.asarray(agents_prev, np.float64)
+    )
+    last = AgentLayout.from_packed(
+        agents_last if isinstance(agents_last, AgentLayout) else np.asarray(agents_last, np.float64)
+    )
     motion_prev = np.asarray(motion_prev, np.float64)
     future_motions = np.asarray(future_motions, np.float64)
     if grid.ndim != 2 or grid.shape[0] != grid.shape[1]:
         raise ValueError(f"constant_velocity_occupancy needs one square grid (G, G), got {grid.shape}")
-    if agents_prev.shape != agents_last.shape or agents_last.ndim != 2 or agents_last.shape[1] != 8:
+    if prev.valid.shape != last.valid.shape or last.valid.ndim != 1:
         raise ValueError(
-            f"agents_prev and agents_last must both be (A, 8) layouts, got {agents_prev.shape} and {agents_last.shape}"
+            f"agents_prev and agents_last must both be layouts of the same A agents, got {prev.valid.shape} and "
+            f"{last.valid.shape} slots"
         )
     if motion_prev.shape != (3,) or future_motions.ndim != 2 or future_motions.shape[1] != 3:
         raise ValueError(
@@ -117,25 +122,27 @@ def constant_velocity_occupancy(
     static = _warp_nearest(_static_map(grid), centers, poses, resolution)
 
     # Velocities in the last ego frame (a frame fixed to the ground, so differences are motion).
-    valid = agents_last[:, AGENT_VALID] > 0.5
-    moving = valid & (agents_prev[:, AGENT_VALID] > 0.5)
-    prev_xy = _into_later_frame(agents_prev[:, :2], motion_prev)
-    velocity = np.where(moving[:, None], (agents_last[:, :2] - prev_xy) / dt, 0.0)  # (A, 2) m/s
+    valid = np.asarray(last.valid)
+    moving = valid & np.asarray(prev.valid)
+    last_xy = np.asarray(last.xy, np.float64)
+    prev_xy = _into_later_frame(np.asarray(prev.xy, np.float64), motion_prev)
+    velocity = np.where(moving[:, None], (last_xy - prev_xy) / dt, 0.0)  # (A, 2) m/s
     elapsed = dt * np.arange(1, len(poses) + 1)
-    xy = agents_last[None, :, :2] + elapsed[:, None, None] * velocity[None]  # (F, A, 2) last frame
+    xy = last_xy[None] + elapsed[:, None, None] * velocity[None]  # (F, A, 2) last frame
 
     priority = np.zeros(len(AGENT_TO_OCC), np.uint8)
     priority[list(AGENT_PAINT_ORDER)] = np.arange(1, len(AGENT_PAINT_ORDER) + 1)
     level_to_occ = np.array((OCC_FREE,) + tuple(AGENT_TO_OCC[c] for c in AGENT_PAINT_ORDER), np.uint8)
-    agent_class = np.clip(np.round(agents_last[:, AGENT_CLASS]).astype(np.int64), 0, len(AGENT_TO_OCC) - 1)
+    agent_class = np.clip(np.asarray(last.category).astype(np.int64), 0, len(AGENT_TO_OCC) - 1)
     agent_level = np.where(valid, priority[agent_class], 0).astype(np.uint8)
-    half_size = 0.5 * agents_last[:, [AGENT_LENGTH, AGENT_WIDTH]]
+    half_size = 0.5 * np.asarray(last.size, np.float64)[:, :2]
+    last_yaw = np.asarray(last.yaw, np.float64)
 
     out = np.empty((len(poses),) + grid.shape, np.uint8)
     for k, pose in enumerate(poses):
         # Agents into future frame k, then every cell centre into each agent's box frame.
         ego_xy = _into_later_frame(xy[k], pose)
-        yaw = agents_last[:, AGENT_YAW] - pose[2]
+        yaw = last_yaw - pose[2]
         cos, sin = np.cos(yaw)[:, None, None], np.sin(yaw)[:, None, None]
         rel_x = centers[None, ..., 0] - ego_xy[:, 0, None, None]
         rel_y = centers[None, ..., 1] - ego_xy[:, 1, None, None]

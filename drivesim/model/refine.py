@@ -39,6 +39,7 @@ from flax import nnx
 
 from drivesim.data.classes import OCC_CROSSING
 from drivesim.data.occupancy import OccupancyConfig, paint_boxes
+from drivesim.data.types import AgentLayout
 from drivesim.model.config import OCC_EXTENT, WorldModelConfig
 from drivesim.model.tokenizers import Down, Up
 
@@ -69,19 +70,20 @@ def into_frame(xy, pose):
     return jnp.stack([c * rx + s * ry, -s * rx + c * ry], axis=-1)
 
 
-def agent_velocity(prev, last, motion_prev, dt: float = KEYFRAME_DT):
+def agent_velocity(prev: AgentLayout, last: AgentLayout, motion_prev, dt: float = KEYFRAME_DT):
     """Constant-velocity agents from the last two context keyframes (as the physics baseline).
 
     Args:
-      prev, last: (..., A, 8) agent boxes [x, y, yaw, l, w, h, class, valid] at the previous and
-        the last keyframe, each in its own ego frame (the same slot is the same agent).
+      prev, last: agent layouts (..., A) at the previous and the last keyframe, each in its own
+        ego frame (the same slot is the same agent).
       motion_prev: (..., 3) ego motion from the previous keyframe to the last one.
     Returns:
       (..., A, 2) velocity (m/s) in the last keyframe's ego frame; zero for agents not valid in both.
     """
-    p = into_frame(prev[..., :2], motion_prev)
-    moving = (prev[..., 7] > 0.5) & (last[..., 7] > 0.5)
-    return jnp.where(moving[..., None], (last[..., :2] - p) / dt, 0.0)
+    prev, last = AgentLayout.from_packed(prev), AgentLayout.from_packed(last)
+    p = into_frame(prev.xy, motion_prev)
+    moving = prev.valid & last.valid
+    return jnp.where(moving[..., None], (last.xy - p) / dt, 0.0)
 
 
 def pool(grid, cfg: WorldModelConfig):
@@ -166,7 +168,7 @@ class Anchor(NamedTuple):
     grid: (..., 160, 160) int32 the anchor frame's classes at the cache's 0.5 m cells;
     pose: (..., 3) float32 the current frame's pose in the anchor's frame;
     age: (...) int32 keyframes since the anchor;
-    agents: (..., A, 8) float32 the anchor's agent boxes in its frame (`agent_velocity`'s rows);
+    agents: `AgentLayout` (..., A) the anchor's agents in its frame (`agent_velocity`'s);
     velocity: (..., A, 2) float32 their velocities (m/s) in the anchor's frame;
     fine: (...) bool whether the grid is a 0.5 m one (a context grid, resampled at 0.5 m and
       pooled as the truth is) or a model grid at 1 m, upsampled (re-anchored: resampled at its own
@@ -177,26 +179,25 @@ class Anchor(NamedTuple):
     grid: jax.Array
     pose: jax.Array
     age: jax.Array
-    agents: jax.Array
+    agents: AgentLayout
     velocity: jax.Array
     fine: jax.Array
 
     @staticmethod
     def at(grid, agents=None, velocity=None) -> Anchor:
         """An anchor at the current frame (the last context keyframe): `grid` (..., 160, 160) (a
-        coarser (..., G, G) one is upsampled), optional agent boxes (..., A, 8) and velocities
-        (..., A, 2) (none: `AGENT_SLOTS` empty rows; no velocity: standing still)."""
+        coarser (..., G, G) one is upsampled), an optional `AgentLayout` (..., A) and velocities
+        (..., A, 2) (none: `AGENT_SLOTS` empty slots; no velocity: standing still)."""
         grid = jnp.asarray(grid, jnp.int32)
         fine = grid.shape[-1] == FINE.size
         if not fine:
             f = FINE.size // grid.shape[-1]
             grid = jnp.repeat(jnp.repeat(grid, f, axis=-2), f, axis=-1)
         lead = grid.shape[:-2]
-        if agents is None:
-            agents = jnp.zeros(lead + (AGENT_SLOTS, 8), jnp.float32)
-        agents = jnp.asarray(agents, jnp.float32)
+        agents = AgentLayout.empty(lead, AGENT_SLOTS) if agents is None else AgentLayout.from_packed(agents)
+        agents = jax.tree.map(jnp.asarray, agents)
         if velocity is None:
-            velocity = jnp.zeros(agents.shape[:-1] + (2,), jnp.float32)
+            velocity = jnp.zeros(agents.valid.shape + (2,), jnp.float32)
         zero = jnp.zeros(lead, jnp.int32)
         velocity = jnp.asarray(velocity, jnp.float32)
         return Anchor(grid, jnp.zeros(lead + (3,), jnp.float32), zero, agents, velocity, jnp.full(lead, fine))
@@ -207,15 +208,14 @@ class Anchor(NamedTuple):
 
     def boxes_now(self) -> tuple[jax.Array, jax.Array]:
         """The anchor's agents moved on at their velocity for `age` keyframes, in the current
-        frame: boxes (..., A, 8) and velocities (..., A, 2)."""
+        frame: an `AgentLayout` (..., A) and velocities (..., A, 2)."""
         t = (self.age.astype(jnp.float32) * KEYFRAME_DT)[..., None, None]
-        xy = into_frame(self.agents[..., :2] + t * self.velocity, self.pose)
-        yaw = self.agents[..., 2] - self.pose[..., 2, None]
+        xy = into_frame(self.agents.xy + t * self.velocity, self.pose)
+        yaw = self.agents.yaw - self.pose[..., 2, None]
         c, s = jnp.cos(self.pose[..., 2, None]), jnp.sin(self.pose[..., 2, None])
         vx, vy = self.velocity[..., 0], self.velocity[..., 1]
         vel = jnp.stack([c * vx + s * vy, -s * vx + c * vy], axis=-1)
-        boxes = jnp.concatenate([xy, yaw[..., None], self.agents[..., 3:]], axis=-1)
-        return boxes, vel
+        return self.agents.replace(xy=xy, yaw=yaw), vel
 
     def renewed(self, grid, cfg: WorldModelConfig) -> Anchor:
         """After decoding `grid` (..., G, G) at the current frame: re-anchor on it once the anchor
@@ -227,7 +227,7 @@ class Anchor(NamedTuple):
         def pick(a, b):
             return jnp.where(old.reshape(old.shape + (1,) * (a.ndim - old.ndim)), b, a)
 
-        return Anchor(*(pick(a, b) for a, b in zip(self, fresh, strict=True)))
+        return jax.tree.map(pick, self, fresh)
 
 
 def reference(anchor: Anchor, cfg: WorldModelConfig, given=None, given_on=None):
@@ -235,7 +235,7 @@ def reference(anchor: Anchor, cfg: WorldModelConfig, given=None, given_on=None):
 
     Args:
       anchor: an `Anchor` (leading axes ...).
-      given: optional (..., A', 8) agent boxes of the current frame in its ego frame (layout
+      given: an optional `AgentLayout` (..., A') of the current frame in its ego frame (layout
         guidance), used instead of the anchor's agents where given_on (...) is true.
     Returns:
       (..., G, G, C + 1) float32: one-hot classes at the model's grid (all zero where unknown: out
@@ -243,17 +243,18 @@ def reference(anchor: Anchor, cfg: WorldModelConfig, given=None, given_on=None):
     """
     lead = anchor.grid.shape[:-2]
     flat = lambda a, k: a.reshape((-1,) + a.shape[a.ndim - k :])  # noqa: E731
+    flat_lead = lambda tree: jax.tree.map(lambda a: a.reshape((-1,) + a.shape[len(lead) :]), tree)  # noqa: E731
     boxes, _ = anchor.boxes_now()
     paint = jax.vmap(lambda b: paint_boxes(b, FINE).astype(jnp.int32))
-    agents = paint(flat(boxes, 2))
+    agents = paint(flat_lead(boxes))
     if given is not None:
         on = jnp.broadcast_to(jnp.asarray(given_on, bool), lead).reshape(-1)
-        agents = jnp.where(on[:, None, None], paint(flat(given, 2)), agents)
+        agents = jnp.where(on[:, None, None], paint(flat_lead(AgentLayout.from_packed(given))), agents)
     grid = flat(anchor.grid, 2)
     static = jnp.where(grid >= FIRST_AGENT_CLASS, -1, grid)
     # with boxes, the ground under the anchor's agents is known from around them (their boxes say
     # where they went); without, those cells stay unknown (the decoder decides)
-    has_boxes = jnp.any(flat(anchor.agents, 2)[..., 7] > 0.5, axis=-1)
+    has_boxes = jnp.any(flat_lead(anchor.agents).valid, axis=-1)
     static = jnp.where(has_boxes[:, None, None], jax.vmap(fill_under_agents)(static), static)
     pose = flat(anchor.pose, 1)
     fine = pool(jax.vmap(warp_nearest)(static, pose), cfg)
@@ -276,7 +277,7 @@ def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=Non
       occ: (B, F, g, g, Co) normalised latents of the generated frames.
       anchor: the first `Anchor` (batch B): the last context keyframe.
       motions: (B, F, 3) raw ego motion into each generated frame (dx, dy m, dyaw rad).
-      given: optional (B, F, A, 8) agent boxes of each generated frame (its ego frame), used by
+      given: an optional `AgentLayout` (B, F, A) of each generated frame (its ego frame), used by
         the scenarios where given_on (B,) is true (layout guidance).
       logits: return the refined logits (B, F, G, G, C) instead of the class ids.
     Returns:
@@ -285,8 +286,9 @@ def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=Non
     cfg = model.cfg
     B, F = occ.shape[:2]
     if given is None:
-        given = jnp.zeros((B, F, 1, 8), jnp.float32)
+        given = AgentLayout.empty((B, F), 1)
         given_on = jnp.zeros((B,), bool)
+    given = AgentLayout.from_packed(given)
 
     def one(anchor, x):
         z, m, g = x
@@ -295,6 +297,6 @@ def decode_rollout(model, occ, anchor: Anchor, motions, given=None, given_on=Non
         grid = jnp.argmax(out, axis=-1).astype(jnp.int32)
         return anchor.renewed(grid, cfg), (out if logits else grid)
 
-    xs = (jnp.swapaxes(occ, 0, 1), jnp.swapaxes(motions, 0, 1), jnp.swapaxes(given, 0, 1))
+    xs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), (occ, motions, given))
     _, grids = jax.lax.scan(one, anchor, xs)
     return jnp.swapaxes(grids, 0, 1)

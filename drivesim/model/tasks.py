@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from drivesim.data.types import AgentLayout
 from drivesim.errors import DataError
 from drivesim.model.baselines import compose
 from drivesim.model.config import WorldModelConfig
@@ -147,7 +148,7 @@ class LatentClips:
             cams.append(np.concatenate(c_parts))
             occs.append(np.concatenate(o_parts))
             motions.append(np.asarray(motion_into_frames(jnp.asarray(arr["ego_motion"]))))
-            layouts.append(np.asarray(lay(jnp.asarray(arr["agents"]))).astype(np.int8))
+            layouts.append(np.asarray(lay(AgentLayout.from_packed(jnp.asarray(arr["agents"])))).astype(np.int8))
         if stats is None:
             allc = np.concatenate([c.reshape(-1, c.shape[-1]) for c in cams])
             allo = np.concatenate([o.reshape(-1, o.shape[-1]) for o in occs])
@@ -230,7 +231,7 @@ class PredictedLatents:
         def fn(state, frames, occ, motion, agents, on, key):
             m = nnx.merge(graphdef, state)
             cam, o = m.encode(frames, occ)
-            lay = jax.vmap(jax.vmap(lambda a: layout_grid(a, cfg)))(agents)
+            lay = jax.vmap(jax.vmap(lambda a: layout_grid(a, cfg)))(AgentLayout.from_packed(agents))
             return generate(m.dynamics, cam, o, motion, key, cfg, lay, on)[1]
 
         out = []

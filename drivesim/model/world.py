@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from drivesim.data.classes import AGENT_TO_OCC
+from drivesim.data.types import AgentLayout
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT, WorldModelConfig
 from drivesim.model.dynamics import Dynamics
 from drivesim.model.refine import Anchor, OccRefiner, agent_velocity, pool, reference
@@ -47,17 +48,19 @@ def motion_into_frames(ego_motion):
     return m / MOTION_SCALE
 
 
-def layout_grid(agents, cfg: WorldModelConfig):
-    """Agent layout (A, 8) [x, y, yaw, l, w, h, class, valid] in the ego frame -> (G, G) grid of
+def layout_grid(agents: AgentLayout, cfg: WorldModelConfig):
+    """Agent layout (A agents, or packed (A, 8) rows) in the ego frame -> (G, G) grid of
     the agents' occupancy classes (0 elsewhere), cell (i, j) centred at x = E - (i + .5) r,
     y = E - (j + .5) r as `drivesim.data.types.Occupancy`."""
     G = cfg.occ_grid
     r = 2 * OCC_EXTENT / G
     c = OCC_EXTENT - (jnp.arange(G) + 0.5) * r
     cx, cy = jnp.meshgrid(c, c, indexing="ij")  # (G, G)
-    x, y, yaw, length, width = (agents[:, k] for k in range(5))
-    cls = agents[:, 6].astype(jnp.int32)
-    valid = agents[:, 7] > 0.5
+    agents = AgentLayout.from_packed(agents)
+    x, y, yaw = agents.xy[:, 0], agents.xy[:, 1], agents.yaw
+    length, width = agents.size[:, 0], agents.size[:, 1]
+    cls = jnp.asarray(agents.category, jnp.int32)
+    valid = agents.valid
     dx, dy = cx[None] - x[:, None, None], cy[None] - y[:, None, None]
     cs, sn = jnp.cos(yaw)[:, None, None], jnp.sin(yaw)[:, None, None]
     lon, lat = cs * dx + sn * dy, -sn * dx + cs * dy
@@ -121,7 +124,7 @@ class WorldModel(nnx.Module):
 
         With a refiner (`cfg.occ_refine`) and an `anchor` (`drivesim.model.refine.Anchor`, leading
         axes as `occ`'s), the decoder's logits are refined with the anchor's constant-velocity
-        forecast of this frame (or, where given_on, the given agent boxes (..., A, 8) of this
+        forecast of this frame (or, where given_on, the given agents (an `AgentLayout`, (..., A)) of this
         frame); without either, the tokenizer's decoder alone.
         """
         logits = self.tokenizers.decode_occupancy(occ * self.occ_std[...] + self.occ_mean[...])
@@ -205,16 +208,17 @@ def refiner_loss(refiner, base: WorldModel, batch, cfg: WorldModelConfig):
 
     batch: target (B, 160, 160) true grid of the decoded frame; anchor (B, 160, 160) the grid of
     an earlier frame, pose (B, 3) the decoded frame's pose in its ego frame and age (B,) the
-    keyframes between them; agents_prev, agents (B, A, 8) the boxes at the keyframe before the
-    anchor and at the anchor, motion_prev (B, 3) the ego motion between those two; given (B, A, 8)
-    the decoded frame's true boxes, used where given_on (B,) (layout guidance); z (B, g, g, Co)
+    keyframes between them; agents_prev, agents (B, A, 8) the packed boxes (as the cache stores
+    them) at the keyframe before the anchor and at the anchor, motion_prev (B, 3) the ego motion
+    between those two; given (B, A, 8) the decoded frame's true boxes, used where given_on (B,) (layout guidance); z (B, g, g, Co)
     normalised latents the dynamics predicted for the target frame.
     """
     target = prepare_occupancy(batch["target"], cfg)
     base_logits = jax.lax.stop_gradient(base.occupancy_logits(batch["z"]))
-    velocity = agent_velocity(batch["agents_prev"], batch["agents"], batch["motion_prev"])
-    anchor = Anchor.at(batch["anchor"], batch["agents"], velocity)._replace(pose=batch["pose"], age=batch["age"])
-    ref = reference(anchor, cfg, batch["given"], batch["given_on"])
+    prev, agents, given = (AgentLayout.from_packed(batch[k]) for k in ("agents_prev", "agents", "given"))
+    velocity = agent_velocity(prev, agents, batch["motion_prev"])
+    anchor = Anchor.at(batch["anchor"], agents, velocity)._replace(pose=batch["pose"], age=batch["age"])
+    ref = reference(anchor, cfg, given, batch["given_on"])
     logits = refiner(base_logits, ref).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]

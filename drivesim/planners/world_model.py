@@ -109,8 +109,8 @@ def speeds_along(xy, speed0, dt: float = SIM_DT):
 
 
 def forecast_boxes(agents: AgentState, size, category, t, ego_xy, ego_yaw):
-    """The agent boxes (A, 8) moved `t` seconds at constant velocity, in the ego frame of
-    (ego_xy, ego_yaw) (the model's layout rows)."""
+    """The agents moved `t` seconds at constant velocity, as the model's layout (`AgentLayout`, A)
+    in the ego frame of (ego_xy, ego_yaw)."""
     heading = jnp.stack([jnp.cos(agents.yaw), jnp.sin(agents.yaw)], axis=-1)
     moved = agents.replace(xy=agents.xy + (agents.speed * t)[:, None] * heading)
     return wm_engine.layout_boxes(moved, size, category, ego_xy, ego_yaw)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from drivesim.data.classes import OCC_VEHICLE
-from drivesim.data.types import SIM_DT, AgentState, EgoState, Log, Observation, Trajectory
+from drivesim.data.types import SIM_DT, AgentLayout, AgentState, EgoState, Log, Observation, Trajectory
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
@@ -357,14 +357,14 @@ def seen_now(state: WMState) -> Seen:
     return seen.replace(agents=ag.replace(xy=ag.xy + (ag.speed * t)[:, None] * heading))
 
 
-def layout_boxes(agents: AgentState, size, category, ego_xy, ego_yaw):
-    """Agent boxes (A, 8) [x, y, yaw, l, w, h, class, valid] in the ego frame (the model's layout)."""
+def layout_boxes(agents: AgentState, size, category, ego_xy, ego_yaw) -> AgentLayout:
+    """The agents (A) as the model's layout: boxes in the ego frame of (ego_xy, ego_yaw)."""
     xy = to_ego_frame(agents.xy, ego_xy, ego_yaw)
     yaw = wrap(agents.yaw - ego_yaw)
-    return jnp.concatenate(
-        [xy, yaw[:, None], size, category[:, None].astype(jnp.float32), agents.valid[:, None].astype(jnp.float32)],
-        axis=-1,
-    )
+    return AgentLayout(
+        xy=xy, yaw=yaw, size=jnp.asarray(size, jnp.float32), category=jnp.asarray(category, jnp.int32),
+        valid=jnp.asarray(agents.valid, bool),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ the engine

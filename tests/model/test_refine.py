@@ -146,7 +146,7 @@ def test_the_anchor_renews_after_refine_gap_keyframes_and_carries_its_agents_on(
     a = a.moved(jnp.array([5.0, 0.0, 0.0])).renewed(new, CFG)
     assert int(a.age) == 0 and int(a.grid[0, 0]) == 2 and float(a.pose[0]) == 0.0 and a.grid.shape == (160, 160)
     # 3 keyframes at 2 m/s: 13 m ahead of the anchor, the ego 15 m on: 2 m behind it now
-    assert float(a.agents[0, 0]) == pytest.approx(-2.0) and float(a.velocity[0, 0]) == pytest.approx(2.0)
+    assert float(a.agents.xy[0, 0]) == pytest.approx(-2.0) and float(a.velocity[0, 0]) == pytest.approx(2.0)
 
 
 def test_decode_rollout_refines_every_frame_and_compiles_once():
