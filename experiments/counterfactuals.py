@@ -31,7 +31,6 @@ CASES = [
 
 
 def main(argv=None) -> int:
-    import jax
     import numpy as np
     from rich.console import Console
     from rich.table import Table
@@ -41,6 +40,7 @@ def main(argv=None) -> int:
     from drivesim.pipelines.counterfactual import _fidelity, run_counterfactual
     from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import BUILTIN
+    from drivesim.provenance import machine, provenance
     from drivesim.sim.edits import parse_edit
     from drivesim.sim.wm_engine import ModelHandle
 
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     out = {
         "cases": rows, "mean": mean, "samples": args.samples, "horizon_s": args.horizon,
         "checkpoint": str(DEFAULT_CHECKPOINT), "dataroot": str(dataroot), "seconds": time.perf_counter() - t_all,
-        "jax": jax.__version__, "devices": [d.device_kind for d in jax.devices()],
+        "machine": machine(),
+        "provenance": provenance(checkpoint=DEFAULT_CHECKPOINT, dataroot=dataroot, version=DEFAULT_VERSION),
     }  # fmt: skip
     write_json(Path(args.out), out)
     t = Table(title=f"counterfactual fidelity ({args.samples} futures, {args.horizon:g} s, mean over keyframes)")

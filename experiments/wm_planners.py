@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from drivesim.pipelines.benchmark import SCORE_KEYS, BenchConfig, bootstrap_ci, check_routes, run_planner, stack_logs
 from drivesim.planners.builtin import IdmPlanner, PdmClosed
 from drivesim.planners.world_model import GradientPlanner, WorldModelMPC, reference_rollout
+from drivesim.provenance import machine, provenance
 from drivesim.sim import wm_engine
 from drivesim.sim.engine import SimConfig
 
@@ -178,19 +178,6 @@ def summary(res: dict, b: BenchConfig) -> dict:
     return row
 
 
-def hardware() -> dict:
-    import os
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
-
-
 def run(cfg: Config, out_dir: Path = OUT, only: tuple[str, ...] = ()) -> dict:
     b = cfg.bench
     logs, scenarios, contexts, handle = load(cfg)
@@ -202,7 +189,8 @@ def run(cfg: Config, out_dir: Path = OUT, only: tuple[str, ...] = ()) -> dict:
     results["commands"] = [*results.get("commands", []), command]
     results.update(
         experiment="experiments/wm_planners.py",
-        hardware=hardware(),
+        hardware=machine(),
+        provenance=provenance(command=command, checkpoint=cfg.checkpoint, dataroot=cfg.dataroot, version=cfg.version),
         config={
             "scenarios": len(scenarios),
             "horizon_steps": b.horizon,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
@@ -29,7 +28,6 @@ SETTINGS = {
 
 
 def main(argv=None) -> int:
-    import jax
     import numpy as np
     from rich.console import Console
     from rich.table import Table
@@ -42,6 +40,7 @@ def main(argv=None) -> int:
     from drivesim.pipelines.benchmark import BenchConfig, run_planner, stack_logs
     from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import BUILTIN
+    from drivesim.provenance import machine, provenance
     from drivesim.sim import wm_engine
     from drivesim.sim.scenarios import select_scenarios
 
@@ -80,7 +79,8 @@ def main(argv=None) -> int:
     ref = {p: run_planner(BUILTIN[p], stacked, scenarios, base)["pdms"] for p in planners}
     con.print("reference: " + ", ".join(f"{p} {ref[p].mean():.3f}" for p in planners))
     out = {"scenarios": len(scenarios), "samples": args.samples, "horizon_s": base.horizon / 10,
-           "reference": {p: float(ref[p].mean()) for p in planners}, "settings": {}}  # fmt: skip
+           "reference": {p: float(ref[p].mean()) for p in planners}, "settings": {},
+           "provenance": provenance(checkpoint=checkpoint, dataroot=root, version=DEFAULT_VERSION)}  # fmt: skip
     for name in args.settings.split(";"):
         s = SETTINGS[name]
         cfg = dataclasses.replace(
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
         con.print(f"{name}: tau {agree['kendall_tau']:.3f} {agree['kendall_tau_ci']}, rho {agree['spearman_rho']:.3f}, "
                   f"max |gap| {agree['max_abs_gap']:.3f} ({agree['seconds']:.0f} s)")  # fmt: skip
         write_json(Path(args.out), out)  # after every setting: a cut-off run keeps what it measured
-    out.update(seconds=time.perf_counter() - t_all, machine=platform.processor() or platform.machine(),
-               devices=[d.device_kind for d in jax.devices()], checkpoint=str(checkpoint), agents_from=args.agents_from)  # fmt: skip
+    out.update(seconds=time.perf_counter() - t_all, machine=machine(), checkpoint=str(checkpoint),
+               agents_from=args.agents_from)  # fmt: skip
     write_json(Path(args.out), out)
     t = Table(title=f"benchmark validity: {len(scenarios)} held-out scenarios, PDMS world model / reference")
     t.add_column("planner")

@@ -26,7 +26,7 @@ def first_run(tiny_dataroot, tmp_path_factory):
     return out
 
 
-def test_outputs_and_schema(first_run):
+def test_outputs_and_schema(first_run, tiny_config):
     res = json.loads((first_run / "results.json").read_text())
     assert res["schema"] == 1 and res["engine"] == "kinematic" and res["agents"] == "log"
     assert set(res["planners"]) == {"expert", "idm", "constant_velocity"}
@@ -40,6 +40,10 @@ def test_outputs_and_schema(first_run):
     row = res["scenarios"][0]
     assert {"planner", "scene", "t0", "tags", "status", "pdms", "ego_progress"} <= set(row)
     assert res["ranking"][0] == "expert"
+    prov = res["provenance"]  # where the numbers came from: the tiny set's version and seed, no checkpoint
+    assert {"commit", "dirty", "command", "checkpoint_sha256", "dataset", "machine"} <= set(prov)
+    assert prov["checkpoint_sha256"] is None and prov["dataset"]["seed"] == tiny_config.seed and prov["command"]
+    assert prov["dataset"]["version"] == res["config"]["version"] and prov["machine"]["jax"]
     csv = (first_run / "results.csv").read_text().splitlines()
     assert csv[0].startswith("planner,scene,t0") and len(csv) == 1 + 3 * n + 3
     for png in ("metrics.png", "pdms_distribution.png", "worst_scenarios.png"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -79,29 +78,15 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def machine_info(jax) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_info() -> dict:
+    """drivesim's machine description plus how busy the machine is (it may be shared)."""
+    from drivesim.provenance import machine
+
     try:
         uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
     except Exception:
         uptime = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "uptime_at_start": uptime,
-        "load_average_at_start": load_average(),
-    }
+    return {**machine(), "uptime_at_start": uptime, "load_average_at_start": load_average()}
 
 
 def main() -> int:
@@ -133,6 +118,7 @@ def main() -> int:
     from drivesim.pipelines.benchmark import BenchConfig, check_routes, stack_logs
     from drivesim.pipelines.defaults import default_dataroot, ensure_synthetic
     from drivesim.planners.builtin import IdmPlanner
+    from drivesim.provenance import provenance
     from drivesim.sim import engine, wm_engine
     from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
     from drivesim.sim.scenarios import select_scenarios
@@ -219,7 +205,8 @@ def main() -> int:
         return compiled, time.perf_counter() - tic
 
     results = {
-        "machine": machine_info(jax),
+        "machine": machine_info(),
+        "provenance": provenance(checkpoint=args.checkpoint, dataroot=dataroot, version=args.version),
         "setup": {
             "checkpoint": Path(args.checkpoint).name,
             "dataroot": str(dataroot),

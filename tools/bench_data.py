@@ -10,8 +10,6 @@ runs where repeating is cheap; the machine is described in the JSON.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -21,19 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def machine() -> dict:
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-    }
 
 
 def main() -> int:
@@ -51,6 +36,7 @@ def main() -> int:
     from drivesim.data.dataroot import open_nuscenes
     from drivesim.data.loader import LoadConfig, load_log
     from drivesim.data.map_index import map_index
+    from drivesim.provenance import machine, provenance
     from drivesim.synth import camera_frames
     from drivesim.synth.dataset import SynthConfig, generate, load_recipes, plan_for
     from drivesim.synth.rig import nuscenes_rig
@@ -62,6 +48,7 @@ def main() -> int:
     results: dict = {
         "machine": machine(),
         "config": {"quick": args.quick, "scenes": cfg.scenes, "seconds": cfg.seconds},
+        "provenance": provenance(version=cfg.version, seed=cfg.seed),  # its own set, in a temporary folder
     }
     try:
         # 1. The whole synthetic set, as `drivesim synth` makes it (one cold process would add ~2 s of imports).

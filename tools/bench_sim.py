@@ -13,8 +13,6 @@ and writes experiments/results/bench_sim.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +37,7 @@ def main() -> int:
     from drivesim.atomic import write_json
     from drivesim.data.loader import LoadConfig
     from drivesim.planners.builtin import IdmPlanner
+    from drivesim.provenance import machine, provenance
     from drivesim.sim.closed_loop import evaluate, pdms_terms
     from drivesim.sim.engine import SimConfig, observe, reset, rollout, step
     from drivesim.synth.roads import generate_map
@@ -65,13 +64,8 @@ def main() -> int:
     batches = (1, 16) if args.quick else (1, 16, 64, 256)
     repeats = 3 if args.quick else 5
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-        },
+        "machine": machine(),
+        "provenance": provenance(),  # synthetic logs made here, from the fixed seeds above
         "setup": {
             "agents": 32,
             "lane_segments": 200,

@@ -18,8 +18,6 @@ Prints a table and writes experiments/results/bench_wm.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -74,6 +72,7 @@ def main() -> int:
     from drivesim.model.tasks import DynamicsTask, TokenizerTask
     from drivesim.model.world import WorldModel
     from drivesim.pipelines.defaults import load_experiment
+    from drivesim.provenance import machine, provenance
     from drivesim.train.loop import init_train_state, make_train_step, model_graphdef
     from drivesim.train.mesh import make_mesh
 
@@ -89,13 +88,8 @@ def main() -> int:
     params["total"] = params["tokenizers"] + params["dynamics"]
     backend = jax.default_backend()
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jax": jax.__version__,
-            "backend": backend,
-            "devices": [str(d) for d in jax.devices()],
-        },
+        "machine": machine(),
+        "provenance": provenance(checkpoint=args.checkpoint),
         "config": Path(args.config).name,
         "parameters": params,
         "future_keyframes": args.future,

@@ -1,5 +1,10 @@
 """The exported world-model file: one self-contained .npz (config, latent statistics, all
-parameters) plus a .json of its config beside it, and the model assembled from trained stages."""
+parameters) plus a .json record beside it (its config, the .npz's sha256, how it was trained, the
+provenance block), and the model assembled from trained stages.
+
+Loading checks the .npz against the sha256 of the record beside it, when there is one: a file
+replaced or half-copied under its record is refused rather than silently used.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from drivesim.atomic import write_json
 from drivesim.errors import ConfigError, DataError
 from drivesim.model.config import WorldModelConfig
 from drivesim.model.world import WorldModel
+from drivesim.provenance import provenance, sha256_file
 
 FORMAT = 1
 
@@ -39,17 +46,47 @@ def _flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     return {"/".join(str(k) for k in path): np.asarray(v.get_value()) for path, v in flat}
 
 
-def save_world_model(model: WorldModel, path) -> Path:
-    """Write the model (config, statistics, parameters) as one .npz plus a .json of its config,
-    atomically."""
+def save_world_model(model: WorldModel, path, record: dict | None = None) -> Path:
+    """Write the model (config, statistics, parameters) as one .npz, atomically, and beside it a
+    .json of its config, the .npz's sha256, `record` (how it was trained) and the provenance."""
     path = Path(path)
     arrays = _flat_state(model)
     meta = {"format": FORMAT, "config": _jsonable(dataclasses.asdict(model.cfg))}
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    # a run killed between the two writes leaves a model without a record (loads unchecked), never
+    # a new model under the old model's hash
+    record_path(path).unlink(missing_ok=True)
     tmp.replace(path)
-    (path.with_suffix(".json")).write_text(json.dumps(meta, indent=1))
+    meta = {**meta, "sha256": None, **_jsonable(record or {}), "provenance": provenance(checkpoint=path)}
+    meta["sha256"] = sha256_file(path)  # after the rename: the hash of the file as it now stands
+    write_json(record_path(path), meta)
     return path
+
+
+def record_path(path) -> Path:
+    """The .json record beside a model file."""
+    return Path(path).with_suffix(".json")
+
+
+def check_record(path) -> None:
+    """Refuse a model file whose hash differs from the "sha256" of the .json beside it (none, or a
+    record without one: nothing to check). Cheap on repeated loads: the hash is cached per file
+    path, mtime and size."""
+    path = Path(path)
+    try:
+        want = json.loads(record_path(path).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):  # no record, or not one of ours: the .npz stands alone
+        return
+    if not isinstance(want, str):
+        return
+    have = sha256_file(path)
+    if have != want:
+        raise DataError(
+            f"{path} does not match its record {record_path(path).name}: sha256 {have[:12]} but the record "
+            f"says {want[:12]}; re-download or re-export the model, or delete {record_path(path)} if this "
+            ".npz is the one you mean to use"
+        )
 
 
 def config_from_json(d: dict) -> WorldModelConfig:
@@ -66,6 +103,7 @@ def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
     path = Path(path)
     if not path.exists():
         raise DataError(f"world model {path} not found; train one (`drivesim train`) or pass --checkpoint")
+    check_record(path)
     try:
         data = np.load(path)
         meta = json.loads(bytes(data["__meta__"]).decode())

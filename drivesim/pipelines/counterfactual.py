@@ -310,6 +310,7 @@ def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, datar
     from drivesim.errors import DrivesimError
     from drivesim.pipelines.bench import load_planners
     from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
+    from drivesim.provenance import provenance
     from drivesim.viz.counterfactual import counterfactual_frames, counterfactual_strip, counterfactual_table
     from drivesim.viz.replay import save_animation
 
@@ -327,6 +328,7 @@ def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, datar
                             samples=samples, planner=planner, agents=agents, seed=seed)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary = {**cf.summary(), "checkpoint": str(ckpt), "dataroot": str(root), "seconds": time.perf_counter() - tic}
+    summary["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)
     written = [write_json(out / "counterfactual.json", strict_json(summary))]
     written += save_animation(counterfactual_frames(cf), out / "counterfactual.gif", fps=2)
     strip = counterfactual_strip(cf)

@@ -494,6 +494,7 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     from drivesim.atomic import strict_json, write_json
     from drivesim.errors import DrivesimError
     from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
+    from drivesim.provenance import provenance
     from drivesim.viz.prediction import forecast_figure
     from drivesim.viz.replay import save_still
     from drivesim.viz.world_model import eval_tables
@@ -517,6 +518,7 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     report["checkpoint"] = str(ckpt)
     report["dataroot"], report["version"] = str(root), version
     report["seconds"] = time.perf_counter() - t0
+    report["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)
     con = console()
     for table in eval_tables(report):
         con.print(table)

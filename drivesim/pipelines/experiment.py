@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from drivesim.atomic import write_json
 from drivesim.errors import ConfigError
 from drivesim.model.config import WorldModelConfig
-from drivesim.model.model_file import _jsonable, assemble, load_world_model, save_world_model
+from drivesim.model.model_file import _jsonable, assemble, load_world_model, record_path, save_world_model
 from drivesim.model.tasks import DynamicsTask, LatentClips, TokenizerTask
 from drivesim.model.world import WorldModel
 from drivesim.progress import bar
+from drivesim.provenance import provenance, sha256_file
 from drivesim.train import TrainConfig, load_model, train
 from drivesim.train.checkpoint import latest_step
 
@@ -100,12 +102,13 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, b
                 f"{workdir} already holds a training run; pass --resume to continue it or use another --workdir"
             )
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "experiment.json").write_text(json.dumps(_jsonable(dataclasses.asdict(exp)), indent=1))
+    write_json(workdir / "experiment.json", {**_jsonable(dataclasses.asdict(exp)), "provenance": provenance()})
     cache = ensure_training_data(exp.data, exp.model.frame_size, progress)
     if base is not None:
         return save_world_model(
-            _refine_base(exp, Path(base), cache, workdir, resume, progress), workdir / "world_model.npz"
-        )
+            _refine_base(exp, Path(base), cache, workdir, resume, progress), workdir / "world_model.npz",
+            training_record(exp, Path(base)),
+        )  # fmt: skip
     tok_task = TokenizerTask(str(cache), exp.model, seed=exp.tokenizer.seed)
     tok_dir = workdir / "tokenizer"
     if not _stage_done(tok_dir, exp.tokenizer):
@@ -121,7 +124,37 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, b
     if exp.model.occ_refine:
         model = train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
         model = calibrate_model(exp, model, workdir / "calibration.json", progress)
-    return save_world_model(model, workdir / "world_model.npz")
+    return save_world_model(model, workdir / "world_model.npz", training_record(exp))
+
+
+def training_record(exp: Experiment, base: Path | None = None) -> dict:
+    """What the exported model's .json records of its training: the steps of each stage, the
+    seeds of its data (training, validation, and the default evaluation set's) and the command."""
+    import shlex
+    import sys
+
+    from drivesim.synth.dataset import SynthConfig
+
+    steps = {
+        "tokenizer": exp.tokenizer.steps,
+        "dynamics": exp.dynamics.steps,
+        "refiner": exp.refiner.steps if exp.model.occ_refine and exp.refiner is not None else None,
+    }
+    record = {
+        "training_steps": steps,
+        "data_seeds": {
+            "training": exp.data.seed,
+            "validation": exp.calibration.seed if exp.calibration is not None else None,
+            "evaluation": SynthConfig().seed,
+        },
+        "command": shlex.join(sys.argv),
+    }
+    if base is not None:  # its tokenizers and dynamics are the base's: their steps are the base's record's
+        prior = json.loads(record_path(base).read_text()) if record_path(base).exists() else {}
+        prior_steps = prior.get("training_steps") or {}
+        steps.update(tokenizer=prior_steps.get("tokenizer"), dynamics=prior_steps.get("dynamics"))
+        record["base"] = {"model": str(base), "sha256": sha256_file(base)}
+    return record
 
 
 def _refiner_fingerprint(model: WorldModel) -> float:
@@ -131,7 +164,6 @@ def _refiner_fingerprint(model: WorldModel) -> float:
 def calibrate_model(exp: Experiment, model: WorldModel, record: Path, progress: bool) -> WorldModel:
     """Stage 4: fit the refined BEV's decision bias on the validation set (none configured: the
     model is unchanged). A finished calibration of the same refiner is read back from `record`."""
-    from drivesim.atomic import write_json
     from drivesim.model.tasks import CacheScenes
     from drivesim.pipelines.calibrate import calibrate
 
@@ -149,6 +181,7 @@ def calibrate_model(exp: Experiment, model: WorldModel, record: Path, progress: 
         report = calibrate(model, data, exp.calibration_clips, progress=tick)
     report["refiner_fingerprint"] = fingerprint
     report["validation"] = str(cache)
+    report["provenance"] = provenance(dataroot=exp.calibration.dataroot, version=exp.calibration.version)
     write_json(record, report)
     return model
 

@@ -199,6 +199,7 @@ def predict(out, scene: str, t0: float, ego: str = "log", dataroot=None, version
     from drivesim.atomic import strict_json, write_json
     from drivesim.metrics.prediction import IouAccumulator, psnr
     from drivesim.pipelines.defaults import load_model_file, resolve_dataroot
+    from drivesim.provenance import provenance
     from drivesim.viz.prediction import prediction_frames
     from drivesim.viz.replay import save_animation
 
@@ -215,6 +216,7 @@ def predict(out, scene: str, t0: float, ego: str = "log", dataroot=None, version
         "scene": fc.scene, "t0": fc.t0, "ego": fc.ego, "samples": samples, "horizon_s": len(fc.plan) / 2,
         "checkpoint": str(ckpt), "dataroot": str(root), "plan": fc.plan.tolist(), "truth": fc.truth_source,
     }  # fmt: skip
+    summary["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)
     if fc.truth_bev is not None:
         per = []
         for i in range(samples):

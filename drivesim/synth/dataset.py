@@ -3,7 +3,8 @@
 `generate(SynthConfig(...), out)` is what `drivesim synth` runs. It writes into a temporary folder
 beside `out` and renames it at the end, so an interrupted run leaves no half-written dataroot.
 Beside the nuScenes files it writes `drivesim_synth.json`: the recipe (config and, per scene, the
-map, seed and scenario) from which any scene can be re-simulated exactly.
+map, seed and scenario) from which any scene can be re-simulated exactly, and the provenance of
+the run that wrote it (the one part of the dataroot that differs between two runs of one recipe).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def load_recipes(dataroot: Path) -> list[SceneRecipe]:
 
 def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> dict:
     """Write a synthetic dataroot to `out`; returns a report (sizes, counts, timings)."""
+    from drivesim.provenance import provenance
     from drivesim.synth import camera_frames  # jax is imported only when rendering
     from drivesim.synth.rig import nuscenes_rig
     from drivesim.synth.writer import NuScenesWriter, directory_size
@@ -198,8 +200,13 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
         writer.finish()
         with open(tmp / RECIPE_FILE, "w") as f:
             json.dump(
-                {"config": dataclasses.asdict(cfg), "scenes": [dataclasses.asdict(r) for r in recipes]}, f, indent=1
-            )
+                {
+                    "config": dataclasses.asdict(cfg),
+                    "scenes": [dataclasses.asdict(r) for r in recipes],
+                    "provenance": provenance(dataroot=out, version=cfg.version, seed=cfg.seed),
+                },
+                f, indent=1,
+            )  # fmt: skip
         timings["tables"] += time.perf_counter() - t0
         if out.exists():
             shutil.rmtree(out)

@@ -36,6 +36,7 @@ from flax import nnx, struct
 
 from drivesim.atomic import write_json, write_text
 from drivesim.errors import ConfigError, DataError
+from drivesim.provenance import provenance
 from drivesim.train import checkpoint
 from drivesim.train.mesh import global_batch, make_mesh, maybe_initialize_distributed, replicated
 
@@ -436,7 +437,7 @@ def train(
 ) -> dict:
     """Train `task` for `cfg.steps` updates in `workdir`; return the last logged metrics.
 
-    Writes `workdir/config.json` (TrainConfig + task fingerprint), `metrics.jsonl` (a line per
+    Writes `workdir/config.json` (TrainConfig, task fingerprint, provenance), `metrics.jsonl` (a line per
     `log_every` steps), `loss.png`, and `checkpoints/<step>/` every `checkpoint_every` steps and at
     the end. `resume=True` continues from the newest checkpoint (exactly), or starts afresh when
     there is none, so a preemptible job can always pass it; without it a workdir that already holds
@@ -497,6 +498,7 @@ def train(
                 "devices": mesh.size,
                 "processes": jax.process_count(),
                 "platform": mesh.devices.flat[0].platform,
+                "provenance": provenance(),
             },
         )
         # Lines logged after the checkpoint we resume from will be logged again: drop them.

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from drivesim.atomic import write_json  # noqa: E402
 from drivesim.data.classes import OCC_COLORS  # noqa: E402
+from drivesim.provenance import provenance  # noqa: E402
 
 METRICS = ("nc", "dac", "ttc", "ep", "c", "pdms")
 
@@ -59,9 +60,17 @@ def leaderboard(results: dict):
 
 
 def write_results(results: dict, out: Path) -> list[Path]:
-    """results.json and results.csv (per-scenario rows, then one aggregate row per planner)."""
+    """results.json and results.csv (per-scenario rows, then one aggregate row per planner).
+
+    results.json carries the provenance block (of this run unless `results` brings its own).
+    """
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in results.items() if not k.startswith("_")}
+    config = results.get("config", {})
+    if "provenance" not in public:
+        public["provenance"] = provenance(
+            checkpoint=config.get("checkpoint"), dataroot=config.get("dataroot"), version=config.get("version")
+        )
     write_json(out / "results.json", public)
     cols = ["planner", "scene", "t0", "tags", "status", "reason", "pdms", "nc", "dac", "ttc", "ep", "c", "cls",
             "ego_progress", "expert_progress"]  # fmt: skip
