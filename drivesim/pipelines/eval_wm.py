@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from drivesim.data.types import AgentLayout
 from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
 from drivesim.model.baselines import compose, constant_velocity_occupancy, copy_last
@@ -193,7 +194,7 @@ def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=No
         )
         methods["const_velocity"].add(cv, occ_true)
         if example is None:
-            i = int(np.argmax([(agents[j, H:, :, 7] > 0).sum() for j in range(n)]))  # a busy clip
+            i = int(np.argmax([AgentLayout.from_packed(agents[j, H:]).valid.sum() for j in range(n)]))  # a busy clip
             s, t = group[i]
             example = {
                 "scene": data.names[s], "first_keyframe": t,
