@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
+from drivesim import provenance
 from drivesim.errors import DrivesimError
 from drivesim.pipelines.defaults import DEFAULT_VERSION
 
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    provenance.set_command(shlex.join(["drivesim"] + list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     except DrivesimError as e:

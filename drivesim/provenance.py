@@ -32,6 +32,13 @@ KEYS = ("commit", "dirty", "command", "checkpoint_sha256", "dataset", "machine")
 
 _GIT_TIMEOUT_S = 5.0
 _SHA_CACHE: dict[tuple, str] = {}
+_COMMAND: list[str | None] = [None]
+
+
+def set_command(command: str | None) -> None:
+    """The command this process runs, as the user typed it (the CLI sets it from its argv, so a
+    verb called as `main([...])` records itself, not its caller); None: `sys.argv`."""
+    _COMMAND[0] = command
 
 
 def provenance(
@@ -55,7 +62,7 @@ def provenance(
     git = git_state(root) if (root / ".git").exists() else {"commit": None, "dirty": None}
     return {
         **git,
-        "command": command if command is not None else shlex.join(sys.argv),
+        "command": command if command is not None else (_COMMAND[0] or shlex.join(sys.argv)),
         "checkpoint_sha256": _checkpoint_sha(checkpoint),
         "dataset": _dataset(dataroot, version, seed),
         "machine": machine(),

@@ -10,7 +10,7 @@ evaluation set, which is the default mini set with seed 0) is generated on first
 `get_config(quick=True)` shrinks everything for a smoke run of a few minutes.
 
 Ego-motion compensation (`motion_warp=True`) is on: the same model without it (the first shipped
-version) is the ablation in experiments/results/eval_wm_small_nowarp.json (mIoU 1.05x copy-last at
+version) is the ablation in experiments/results/ablations/eval_wm_small_nowarp.json (mIoU 1.05x copy-last at
 1 s against 1.18x with it; displacement error at 3 s 5.0 m against 2.1 m). The shipped checkpoint's
 tokenizers come from that first run (the tokenizer stage does not depend on `motion_warp`; same
 data, seed and schedule), its dynamics from a second run on them; `drivesim train` with this file

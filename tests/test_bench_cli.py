@@ -42,7 +42,8 @@ def test_outputs_and_schema(first_run, tiny_config):
     assert res["ranking"][0] == "expert"
     prov = res["provenance"]  # where the numbers came from: the tiny set's version and seed, no checkpoint
     assert {"commit", "dirty", "command", "checkpoint_sha256", "dataset", "machine"} <= set(prov)
-    assert prov["checkpoint_sha256"] is None and prov["dataset"]["seed"] == tiny_config.seed and prov["command"]
+    assert prov["checkpoint_sha256"] is None and prov["dataset"]["seed"] == tiny_config.seed
+    assert prov["command"].startswith("drivesim bench ")  # the verb as typed, not the test runner
     assert prov["dataset"]["version"] == res["config"]["version"] and prov["machine"]["jax"]
     csv = (first_run / "results.csv").read_text().splitlines()
     assert csv[0].startswith("planner,scene,t0") and len(csv) == 1 + 3 * n + 3

@@ -8,11 +8,11 @@ world's edits name an agent by its uid in the simulation and place things in the
 
 | log edit (`drivesim.sim.edits`) | world edit (`drivesim.synth.world`) |
 |---|---|
-| `Remove(agent)` | `Remove(uid)` |
-| `Insert(category, x, y, yaw, speed, behaviour, size)` | `Insert(category, X, Y, YAW, speed, behaviour, size)` |
-| `Move(agent, x, y, yaw)` | `Move(uid, X, Y, YAW)` |
-| `ChangeSpeed(agent, speed)` | `ChangeSpeed(uid, speed)` |
-| `PedestrianCrosses(ahead, speed, side)` | `Insert("human.pedestrian.adult", ..., "straight")` |
+| `Remove(agent)` | `RemoveAgent(uid)` |
+| `Insert(category, x, y, yaw, speed, behaviour, size)` | `InsertAgent(category, X, Y, YAW, speed, behaviour, size)` |
+| `Move(agent, x, y, yaw)` | `MoveAgent(uid, X, Y, YAW)` |
+| `ChangeSpeed(agent, speed)` | `SetSpeed(uid, speed)` |
+| `PedestrianCrosses(ahead, speed, side)` | `InsertAgent("human.pedestrian.adult", ..., "straight")` |
 | `EgoEdit(kind, ...)` | `EgoTrajectory(poses)` (the commanded path, global) |
 """
 
