@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drivesim.pipelines.benchmark import SCORE_KEYS, BenchConfig, bootstrap_ci, check_routes, run_planner, stack_logs
+from drivesim.pipelines.benchmark import SCORE_KEYS, BenchConfig, bootstrap_ci, check_routes, run_planner
 from drivesim.planners.builtin import IdmPlanner, PdmClosed
 from drivesim.planners.world_model import GradientPlanner, WorldModelMPC, reference_rollout
 from drivesim.provenance import machine, provenance
@@ -104,28 +104,16 @@ def get_config(quick: bool = False, scenarios: int = 16) -> Config:
 def load(cfg: Config):
     """Stacked logs, the scenarios (with a lane route at the start), their world-model contexts and
     the model, as `drivesim bench` loads them."""
-    from drivesim.data.dataroot import open_nuscenes
-    from drivesim.data.loader import load_log
     from drivesim.model.model_file import load_world_model
-    from drivesim.sim.scenarios import select_scenarios
+    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set
 
     b = cfg.bench
-    nusc = open_nuscenes(Path(cfg.dataroot), cfg.version)
-    names = [s["name"] for s in nusc.scene]
-    steps = int(round(max((s["nbr_samples"] - 1) * 0.5 for s in nusc.scene) * b.load.rate_hz)) + 1
-    load_cfg = dataclasses.replace(b.load, max_steps=steps)
-    logs = [load_log(nusc, n, load_cfg)[0] for n in names]
-    scenarios = select_scenarios(logs, names, horizon=b.horizon, history=b.history, stride=b.stride)
-    if b.scenarios and b.scenarios < len(scenarios):
-        pick = np.linspace(0, len(scenarios) - 1, b.scenarios).round().astype(int)
-        scenarios = [scenarios[i] for i in pick]
-    stacked = stack_logs(logs)
-    ok = check_routes(stacked, scenarios, b)
-    scenarios = [s for s, good in zip(scenarios, ok, strict=True) if good]
+    sset = load_scenario_set(Path(cfg.dataroot), cfg.version, b)
+    ok = check_routes(sset.stacked, sset.scenarios, b)
+    scenarios = [s for s, good in zip(sset.scenarios, ok, strict=True) if good]
     model = load_world_model(Path(cfg.checkpoint))
-    contexts = wm_engine.load_contexts(Path(cfg.dataroot), cfg.version, scenarios, model.cfg.frame_size,
-                                       model.cfg.history)  # fmt: skip
-    return stacked, scenarios, contexts, wm_engine.ModelHandle.of(model)
+    contexts = load_contexts(Path(cfg.dataroot), cfg.version, scenarios, model.cfg.frame_size, model.cfg.history)
+    return sset.stacked, scenarios, contexts, wm_engine.ModelHandle.of(model)
 
 
 # ------------------------------------------------------------------------------ runs

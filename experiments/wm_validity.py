@@ -33,16 +33,14 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.data.dataroot import open_nuscenes
-    from drivesim.data.loader import load_log
     from drivesim.metrics.agreement import agreement
     from drivesim.model.model_file import load_world_model
-    from drivesim.pipelines.benchmark import BenchConfig, run_planner, stack_logs
+    from drivesim.pipelines.benchmark import BenchConfig, run_planner
     from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, DEFAULT_VERSION, default_dataroot, ensure_synthetic
+    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set
     from drivesim.planners.builtin import BUILTIN
     from drivesim.provenance import machine, provenance
     from drivesim.sim import wm_engine
-    from drivesim.sim.scenarios import select_scenarios
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", type=int, default=16)
@@ -60,20 +58,13 @@ def main(argv=None) -> int:
     con = Console()
     root = default_dataroot()
     ensure_synthetic(root, DEFAULT_VERSION)
-    nusc = open_nuscenes(root, DEFAULT_VERSION)
-    names = [s["name"] for s in nusc.scene]
     base = BenchConfig(scenarios=args.scenarios, batch=min(16, args.scenarios), samples=args.samples)
-    steps = int(round(max((s["nbr_samples"] - 1) * 0.5 for s in nusc.scene) * 10)) + 1
-    load = dataclasses.replace(base.load, max_steps=steps)
-    logs = [load_log(nusc, n, load)[0] for n in names]
-    scenarios = select_scenarios(logs, names, horizon=base.horizon, history=base.history, stride=base.stride)
-    pick = np.linspace(0, len(scenarios) - 1, min(args.scenarios, len(scenarios))).round().astype(int)
-    scenarios = [scenarios[i] for i in pick]
-    stacked = stack_logs(logs)
+    sset = load_scenario_set(root, DEFAULT_VERSION, base)
+    scenarios, stacked = sset.scenarios, sset.stacked
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     model = load_world_model(checkpoint)
     handle = wm_engine.ModelHandle.of(model)
-    contexts = wm_engine.load_contexts(root, DEFAULT_VERSION, scenarios, model.cfg.frame_size, model.cfg.history)
+    contexts = load_contexts(root, DEFAULT_VERSION, scenarios, model.cfg.frame_size, model.cfg.history)
     planners = list(BUILTIN)
     t_all = time.perf_counter()
     ref = {p: run_planner(BUILTIN[p], stacked, scenarios, base)["pdms"] for p in planners}

@@ -23,7 +23,6 @@ Prints a table and writes experiments/results/bench_closed_loop.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import statistics
@@ -112,16 +111,14 @@ def main() -> int:
     from rich.table import Table
 
     from drivesim.atomic import write_json
-    from drivesim.data.dataroot import open_nuscenes
-    from drivesim.data.loader import load_log
     from drivesim.model.model_file import load_world_model
-    from drivesim.pipelines.benchmark import BenchConfig, check_routes, stack_logs
+    from drivesim.pipelines.benchmark import BenchConfig
     from drivesim.pipelines.defaults import default_dataroot, ensure_synthetic
+    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set
     from drivesim.planners.builtin import IdmPlanner
     from drivesim.provenance import provenance
     from drivesim.sim import engine, wm_engine
     from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
-    from drivesim.sim.scenarios import select_scenarios
 
     con = Console(width=140)
     horizon = args.horizon or (10 if args.quick else 40)
@@ -139,22 +136,11 @@ def main() -> int:
     if args.dataroot is None:
         ensure_synthetic(dataroot, args.version)
     bench = BenchConfig(horizon=horizon, sim=sim)
-    nusc = open_nuscenes(dataroot, args.version)
-    names = [s["name"] for s in nusc.scene]
-    steps = int(round(max((s["nbr_samples"] - 1) * 0.5 for s in nusc.scene) * bench.load.rate_hz)) + 1
-    load_cfg = dataclasses.replace(bench.load, max_steps=steps)
-    logs = [load_log(nusc, n, load_cfg)[0] for n in names]
-    stacked = stack_logs(logs)
-    found = select_scenarios(logs, names, horizon=horizon, history=bench.history, stride=bench.stride)
-    found = [sc for sc, ok in zip(found, check_routes(stacked, found, bench), strict=True) if ok]
-    if not found:
-        raise SystemExit(f"no scenario of {dataroot} has {horizon} steps after a 2 s history and a lane route")
-    n_distinct = min(len(found), max(batches))
-    pick = np.linspace(0, len(found) - 1, n_distinct).round().astype(int)
-    scenarios = [found[i] for i in pick]
+    sset = load_scenario_set(dataroot, args.version, bench, count=max(batches), routes_first=True)
+    names, stacked, scenarios = sset.names, sset.stacked, sset.scenarios
     model = load_world_model(args.checkpoint)
     handle = wm_engine.ModelHandle.of(model)
-    contexts = wm_engine.load_contexts(dataroot, args.version, scenarios, model.cfg.frame_size, model.cfg.history)
+    contexts = load_contexts(dataroot, args.version, scenarios, model.cfg.frame_size, model.cfg.history)
     con.print(
         f"{Path(args.checkpoint).name} on {jax.default_backend()}: {len(scenarios)} distinct scenarios of "
         f"{len(names)} logs, {horizon} sim steps = {frames} world-model frames, IDM planner, {args.agents} agents"
