@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: make/refresh .venv, then run the test suite.
+# The README's test command: make/refresh .venv, then run the test suite (all of it; `--fast`: the
+# tests not marked slow, a few minutes). Other arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,8 +10,13 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   apt-get install -y -qq chromium >/dev/null 2>&1 \
     || echo "note: headless Chromium not installed; the report render test will be skipped"
 fi
+# --fast: the quick subset (tests not marked `slow`: no training, demo, device meshes or eval runs).
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then args+=(-m "not slow"); else args+=("$a"); fi
+done
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "${args[@]}"
 rc=$?
 set -e
 # pytest exits 5 when it collected no tests (e.g. a -k filter matched nothing): not a failure.
