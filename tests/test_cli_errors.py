@@ -49,6 +49,13 @@ def test_wrong_version(capsys, tiny_dataroot, tmp_path):
     check(rc, err, "v1.0-trainval", "v1.0-mini")
 
 
+def test_a_version_typo_without_a_dataroot_generates_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DRIVESIM_DATA", str(tmp_path / "embedded"))
+    rc, err = run(capsys, "replay", "--quiet", "--version", "v9", "--out", str(tmp_path / "r.gif"))
+    check(rc, err, "--version v9", "drivesim synth")
+    assert not (tmp_path / "embedded").exists() and not (tmp_path / "r.gif").exists()
+
+
 def test_unknown_scene(capsys, tiny_dataroot, tmp_path):
     rc, err = replay(capsys, tiny_dataroot, tmp_path / "r.gif", "--scene", "scene-9999")
     check(rc, err, "scene-9999", "scene-0001")
