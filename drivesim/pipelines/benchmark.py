@@ -5,7 +5,7 @@ every scenario in one compiled, vmapped program per planner (batches of scenario
 PDMS and the CLS aggregate, and summarised with bootstrap confidence intervals over scenarios.
 
 `results.json` (stable schema, see `RESULTS_SCHEMA`):
-    {"schema": 1, "config": {...}, "engine": "kinematic"|"world-model", "agents": "log"|"idm",
+    {"schema": 1, "config": {...}, "engine": "kinematic"|"world-model"|"truth", "agents": "log"|"idm"|"world",
      "planners": {NAME: {"pdms", "pdms_ci": [lo, hi], "nc", "dac", "ttc", "ep", "c",
                          "cls", "cls_ci", "n", "failures", "by_tag": {TAG: {"pdms", "n"}},
                          world-model engine only: "pdms_worst" (mean over scenarios of the worst
@@ -19,6 +19,10 @@ Under the world-model engine (`BenchConfig.wm` set) every scenario is rolled out
 `BenchConfig.samples` sampled futures; a scenario's scores are their mean (and "pdms_worst" the
 worst). `compare_reference` adds the reference engine's scores on the same scenarios and the rank
 agreement (`drivesim.metrics.agreement`).
+
+Under the truth engine (`BenchConfig.truth` set; `drivesim.sim.truth_engine`) every scenario is
+re-simulated in the synthetic world from its recipe (`run_truth`, host-side, one scenario at a
+time), with the same per-scenario keys and scores; its agents are the world's ("agents": "world").
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 
 from drivesim.data.loader import LoadConfig
 from drivesim.metrics.pdms import MetricConfig
-from drivesim.sim import wm_engine
+from drivesim.sim import truth_engine, wm_engine
 from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
 from drivesim.sim.engine import SimConfig, Trace, reset, rollout
 from drivesim.sim.scenarios import TAGS, Scenario
@@ -67,16 +71,24 @@ class BenchConfig:
     """World-model engine: sampled futures per scenario (scores: their mean and worst)."""
     drivable: str = "both"
     """World-model engine: where the drivable area comes from ("both", "prediction", "map")."""
+    truth: truth_engine.TruthConfig | None = None
+    """The truth engine's settings (its `sim` must equal `sim`); None: another engine."""
     load: LoadConfig = LoadConfig(rate_hz=10.0, max_agents=64, max_lane_segments=256, raster_size=1600)
 
     def __post_init__(self):
         if self.wm is not None and self.wm.sim != self.sim:
             raise ValueError("BenchConfig.wm.sim must equal BenchConfig.sim (one ego, tracker and agent model)")
+        if self.truth is not None and self.truth.sim != self.sim:
+            raise ValueError("BenchConfig.truth.sim must equal BenchConfig.sim (one ego, tracker and cadence)")
+        if self.truth is not None and self.wm is not None:
+            raise ValueError("BenchConfig: set wm (world-model engine) or truth (truth engine), not both")
         if self.samples < 1:
             raise ValueError(f"samples must be at least 1 (got {self.samples})")
 
     @property
     def engine(self) -> str:
+        if self.truth is not None:
+            return "truth"
         return "kinematic" if self.wm is None else "world-model"
 
 
@@ -120,14 +132,98 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
 
 
+@dataclasses.dataclass(frozen=True)
+class TruthScenes:
+    """What the truth engine needs of each log of a scenario set (`drivesim.pipelines.scenario_set.
+    truth_scenes` makes it).
+
+    Attributes:
+      plans: the scene plan (`drivesim.synth.traffic.ScenePlan`) of each log.
+      uids: the world uid of each agent slot of each log ((A,) int arrays, -1 for padding).
+    """
+
+    plans: list
+    uids: list
+
+
+@functools.lru_cache(maxsize=8)
+def _evaluate_fn(horizon: int, metrics: MetricConfig):
+    return jax.jit(lambda state, trace: evaluate(state, trace, horizon, metrics))
+
+
+def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig, scenes: TruthScenes, progress=None):
+    """Scores of planners on scenarios under the truth engine (`cfg.truth`): {name: the dict
+    `run_planner` returns}.
+
+    Scenario i gets the key `fold_in(key(seed), i)`, as under the batched engines. Each scene's
+    world is run once, up to each of its scenarios' starts in turn, and every planner starts from
+    a copy of it. `progress(advance, name)` is called per scenario and planner.
+    """
+    terms_fn = pdms_terms(cfg.metrics)
+    score_of = _evaluate_fn(cfg.horizon, cfg.metrics)
+    n = len(scenarios)
+    res = {
+        name: {k: [None] * n for k in (*SCORE_KEYS, "ego_xy", "route_ok", "nan_step")} for name in planners
+    }  # fmt: skip
+    seconds = dict.fromkeys(planners, 0.0)
+    first = dict.fromkeys(planners)
+    params = {name: p.init(jax.random.key(cfg.seed)) for name, p in planners.items()}
+    by_log: dict[int, list[int]] = {}
+    for i, sc in enumerate(scenarios):
+        by_log.setdefault(sc.log_index, []).append(i)
+    t_world = 0.0
+    for li, rows in sorted(by_log.items()):
+        log = jax.tree.map(lambda a, li=li: np.asarray(a[li]), logs)
+        rows = sorted(rows, key=lambda i: scenarios[i].t0)
+        tic = time.perf_counter()
+        worlds = truth_engine.worlds_at(scenes.plans[li], [scenarios[i].t0 for i in rows])
+        for i, (t0, world) in zip(rows, worlds, strict=True):
+            t_world += time.perf_counter() - tic
+            key = jax.random.fold_in(jax.random.key(cfg.seed), i)
+            for m, (name, planner) in enumerate(planners.items()):
+                tic = time.perf_counter()
+                w = world if m == len(planners) - 1 else truth_engine.copy_world(world)
+                state = truth_engine.reset(scenes.plans[li], log, t0, scenes.uids[li], key, cfg.truth, world=w)
+                _, trace = truth_engine.rollout(state, planner, params[name], cfg.horizon, key, cfg.truth, terms_fn)
+                scores = jax.device_get(score_of(state.sim, trace))
+                out = res[name]
+                for k in SCORE_KEYS:
+                    out[k][i] = np.asarray(getattr(scores, k))
+                out["ego_xy"][i] = np.asarray(trace.ego.xy)
+                out["route_ok"][i] = np.asarray(state.sim.route_ok)
+                out["nan_step"][i] = int(np.argmax(trace.plan_nan)) if bool(trace.plan_nan.any()) else -1
+                dt = time.perf_counter() - tic
+                seconds[name] += dt
+                first[name] = dt if first[name] is None else first[name]
+                if progress:
+                    progress(1, name)
+            tic = time.perf_counter()
+    final = {}
+    for name in planners:
+        r = {k: np.stack(v) for k, v in res[name].items()}
+        r["pdms_worst"] = r["pdms"]
+        r["seconds"] = seconds[name]
+        r["first_batch_seconds"] = first[name] or 0.0
+        r["world_seconds"] = t_world
+        final[name] = r
+    return final
+
+
 def run_planner(
-    planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_batch=None, model=None, contexts=None
+    planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_batch=None, model=None, contexts=None, truth=None
 ) -> dict:
     """Scores of one planner on scenarios (logs: stacked host arrays). Returns host arrays.
 
     The world-model engine (`cfg.wm`) also needs `model` (a `wm_engine.ModelHandle`) and
-    `contexts` (a `wm_engine.Context` of stacked host arrays, one row per scenario).
+    `contexts` (a `wm_engine.Context` of stacked host arrays, one row per scenario); the truth
+    engine (`cfg.truth`) needs `truth` (`TruthScenes` of the logs).
     """
+    if cfg.truth is not None:
+        if truth is None:
+            raise ValueError("the truth engine needs the scenes' plans and slot uids (TruthScenes)")
+        name = getattr(planner, "name", "planner")
+        tick = (lambda m, _name: on_batch(m)) if on_batch else None
+        return run_truth({name: planner}, logs, scenarios, cfg, truth, tick)[name]
     if cfg.wm is not None and (model is None or contexts is None):
         raise ValueError("the world-model engine needs the model and the scenarios' contexts")
     fn = _run_batch_fn(planner, cfg) if cfg.wm is None else _run_wm_batch_fn(planner, cfg)
@@ -235,15 +331,18 @@ def check_routes(logs, scenarios: list[Scenario], cfg: BenchConfig) -> np.ndarra
 
 def run_benchmark(
     logs, scenarios: list[Scenario], planners: dict, cfg: BenchConfig, progress=None, model=None, contexts=None,
-    compare_reference: bool = False,
+    compare_reference: bool = False, truth: TruthScenes | None = None,
 ) -> dict:  # fmt: skip
     """Roll out every planner on every scenario; the results dict of the module docstring.
 
     logs: stacked host arrays of the logs the scenarios index. `progress(advance, description)`
     is called as batches finish. The world-model engine (`cfg.wm`) needs `model` and `contexts`
-    (see `run_planner`); `compare_reference` also runs the reference engine on the same scenarios
-    and adds "agreement" and, per planner, "pdms_reference".
+    (see `run_planner`), the truth engine (`cfg.truth`) `truth`; `compare_reference` also runs
+    the reference engine on the same scenarios and adds "agreement" and, per planner,
+    "pdms_reference".
     """
+    if cfg.truth is not None and truth is None:
+        raise ValueError("the truth engine needs the scenes' plans and slot uids (TruthScenes)")
     t_start = time.perf_counter()
     skipped = []
     ok = check_routes(logs, scenarios, cfg)
@@ -261,7 +360,7 @@ def run_benchmark(
     out = {
         "schema": RESULTS_SCHEMA,
         "engine": cfg.engine,
-        "agents": cfg.sim.agents,
+        "agents": "world" if cfg.truth is not None else cfg.sim.agents,
         "config": {
             "horizon_steps": cfg.horizon,
             "step_seconds": 0.1,
@@ -277,10 +376,17 @@ def run_benchmark(
     }
     if cfg.wm is not None:
         out["config"].update(samples=cfg.samples, layout=cfg.wm.layout, drivable=cfg.drivable)
+    if cfg.truth is not None:
+        out["config"].update(annotation_range=cfg.truth.annotation_range)
+        by_planner = run_truth(planners, logs, kept, cfg, truth, progress)
+        out["timing"]["world_seconds"] = next(iter(by_planner.values()))["world_seconds"]
     per_scenario = {}
     for name, planner in planners.items():
         tick = (lambda m, n=name: progress(m, n)) if progress else None
-        res = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
+        if cfg.truth is not None:
+            res = by_planner[name]
+        else:
+            res = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
         agg, rows = summarise(name, res, kept, cfg)
         out["planners"][name] = agg
         out["scenarios"].extend(rows)

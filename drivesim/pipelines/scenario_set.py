@@ -28,6 +28,7 @@ class ScenarioSet:
       stacked: `logs` stacked on a leading axis (what the engines' vmap takes).
       scenarios: the selected scenarios; `Scenario.log_index` indexes `logs`.
       longest_s: the longest scene's duration (s).
+      infos: the `LogInfo` of each log (names, tokens: the truth engine finds its agents by them).
     """
 
     dataroot: Path
@@ -37,6 +38,7 @@ class ScenarioSet:
     stacked: Log
     scenarios: list[Scenario]
     longest_s: float
+    infos: list | None = None
 
 
 def stack_logs(logs):
@@ -74,10 +76,12 @@ def load_scenario_set(
     durations = [(s["nbr_samples"] - 1) * 0.5 for s in nusc.scene]
     steps = int(round(max(durations) * cfg.load.rate_hz)) + 1
     load_cfg = dataclasses.replace(cfg.load, max_steps=steps)
-    logs = []
+    logs, infos = [], []
     with bar(quiet, "loading logs", len(names)) as tick:
         for n in names:
-            logs.append(load_log(nusc, n, load_cfg)[0])
+            log, info = load_log(nusc, n, load_cfg)
+            logs.append(log)
+            infos.append(info)
             tick()
     scenarios = select_scenarios(logs, names, horizon=cfg.horizon, history=cfg.history, stride=cfg.stride)
     if not scenarios:
@@ -91,7 +95,41 @@ def load_scenario_set(
         if not scenarios:
             raise DrivesimError(f"no scenario of {dataroot} has a lane route at its start")
     scenarios = pick_evenly(scenarios, cfg.scenarios if count is None else count)
-    return ScenarioSet(dataroot, version, names, logs, stacked, scenarios, max(durations))
+    return ScenarioSet(dataroot, version, names, logs, stacked, scenarios, max(durations), infos)
+
+
+def require_synthetic(dataroot) -> dict:
+    """The synthetic set's config, or a one-line error: the truth engine re-simulates scenes from
+    the recipe that `drivesim synth` writes beside them."""
+    from drivesim.pipelines.forecast import synth_settings
+
+    settings = synth_settings(dataroot)
+    if settings is None:
+        raise DrivesimError(
+            f"{dataroot} is not a synthetic dataroot (no recipe to re-simulate): the truth engine needs one "
+            "written by `drivesim synth`"
+        )
+    return settings
+
+
+def truth_scenes(sset: ScenarioSet):
+    """The scene plan and the world uid of every agent slot of each log of a synthetic scenario
+    set (`drivesim.pipelines.benchmark.TruthScenes`, what the truth engine needs)."""
+    from drivesim.pipelines.benchmark import TruthScenes
+    from drivesim.pipelines.world_edits import synth_uid
+    from drivesim.synth.dataset import load_recipes, plan_for
+
+    require_synthetic(sset.dataroot)
+    recipes = {r.name: r for r in load_recipes(sset.dataroot)}
+    missing = [n for n in sset.names if n not in recipes]
+    if missing:
+        raise DrivesimError(f"{sset.dataroot}: scene {missing[0]} has no recipe in its drivesim_synth.json")
+    plans, uids = [], []
+    for name, log, info in zip(sset.names, sset.logs, sset.infos, strict=True):
+        plans.append(plan_for(recipes[name]))
+        A = np.asarray(log.agents.valid).shape[0]
+        uids.append(np.array([synth_uid(info, a) if info.agent_tokens[a] else -1 for a in range(A)], np.int64))
+    return TruthScenes(plans=plans, uids=uids)
 
 
 def load_contexts(dataroot, version: str, scenarios, frame_size: tuple[int, int], history: int, progress=None):

@@ -480,6 +480,19 @@ class Traffic:
         self.yaw[0] = poses[0, 2]
         self._set_route(0, *self.snap_to_lane(tuple(poses[0])))
 
+    def drive_ego(self, pose) -> None:
+        """Put the ego's rear axle at `pose` [x, y, yaw] by the end of the next `step()`.
+
+        For a driver outside the world (the truth engine's planner), one step at a time: it is a
+        two-pose `override_ego` (now, then `pose`) that keeps the ego's route, so within that step
+        the other agents decide seeing the ego where it is now, as for any mover, and the ego's
+        speed, acceleration and steering are read off its motion as for an overridden ego. Without
+        another call before the following step, the world's own driver takes the ego back.
+        """
+        now = (float(self.rear[0, 0]), float(self.rear[0, 1]), float(self.yaw[0]))
+        self.ego_override = np.array([now, tuple(float(p) for p in pose)], dtype=np.float64)
+        self.override_from = self.step_index
+
     def command_ego(self, kind: str, value: float | None = None) -> None:
         """Make the ego do something from now on, whatever the traffic around it does.
 
