@@ -51,6 +51,7 @@ def test_outputs_and_schema(first_run, tiny_config):
         assert (first_run / png).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed(first_run, tiny_dataroot, tmp_path, capsys):
     rc, _, _ = bench(capsys, tiny_dataroot, tmp_path / "again", "--planners", "expert,idm,constant_velocity")
     assert rc == 0
@@ -62,6 +63,7 @@ def test_deterministic_for_a_seed(first_run, tiny_dataroot, tmp_path, capsys):
             assert a["planners"][name][k] == b["planners"][name][k]
 
 
+@pytest.mark.slow
 def test_user_planner_module(tiny_dataroot, tmp_path, capsys, monkeypatch):
     pkg = tmp_path / "my_pkg"
     pkg.mkdir()

@@ -10,6 +10,8 @@ from drivesim import cli
 from drivesim.pipelines import demo
 from drivesim.viz.report import find_chromium, render_check
 
+pytestmark = pytest.mark.slow  # the whole demo, shrunk
+
 
 @pytest.mark.skipif(not demo.DEFAULT_CHECKPOINT.exists(), reason="the shipped world model is not in this checkout")
 def test_demo_writes_a_report_that_renders(tmp_path, monkeypatch, capsys):

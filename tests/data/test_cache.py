@@ -10,6 +10,8 @@ from drivesim.data.cache import CacheConfig, ClipLoader, build_cache
 from drivesim.data.loader import load_log
 from drivesim.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.slow  # builds clip caches with worker processes
+
 CFG = CacheConfig(clip_length=6, stride=2, image_size=(32, 18), occupancy_extent=20.0)
 
 

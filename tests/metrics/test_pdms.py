@@ -543,6 +543,7 @@ def _scenario(seed):
     return ego, agents, size, cat, m, _route()
 
 
+@pytest.mark.slow
 def test_step_terms_jit_equals_eager():
     for seed in range(2):
         args = _scenario(seed)

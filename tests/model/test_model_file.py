@@ -31,6 +31,7 @@ def saved(tmp_path_factory):
     return model, save_world_model(model, tmp_path_factory.mktemp("wm") / "model.npz")
 
 
+@pytest.mark.slow
 def test_round_trip_gives_the_same_predictions(saved):
     model, path = saved
     loaded = load_world_model(path, CFG)

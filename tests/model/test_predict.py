@@ -45,6 +45,7 @@ def test_shapes_and_dtypes(predictor, B):
     assert guided.images.shape == out.images.shape
 
 
+@pytest.mark.slow
 def test_seeded_and_stochastic(predictor):
     frames, occ, motion, _ = inputs(2, 4)
     a = predictor(frames, occ, motion, jax.random.key(1))
@@ -58,6 +59,7 @@ def test_seeded_and_stochastic(predictor):
     assert np.abs(np.asarray(d.images[0], np.int32) - np.asarray(d.images[1], np.int32)).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_jit_equals_eager(predictor):
     frames, occ, motion, agents = inputs(1, 2)  # eager runs op by op: keep it small
     args = (jnp.asarray(frames), jnp.asarray(occ), jnp.asarray(motion), jnp.asarray(agents), jnp.ones(1, bool))
@@ -70,6 +72,7 @@ def test_jit_equals_eager(predictor):
     assert (np.asarray(jitted.occupancy) == np.asarray(eager.occupancy)).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_generate_latents_jit_equals_eager():
     model = WorldModel(CFG, rngs=nnx.Rngs(1))
     rng = np.random.default_rng(0)
@@ -90,6 +93,7 @@ def test_generate_latents_jit_equals_eager():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_no_recompiles_between_free_guided_and_new_values():
     predictor = Predictor(WorldModel(CFG, rngs=nnx.Rngs(0)))
     frames, occ, motion, agents = inputs(2, 6)
@@ -101,6 +105,7 @@ def test_no_recompiles_between_free_guided_and_new_values():
     assert predictor.compiled_count() == 1
 
 
+@pytest.mark.slow
 def test_rollout_beyond_the_trained_horizon_keeps_memory_flat(predictor):
     F_long = CFG.max_horizon  # 16 > the trained 6: the sliding window
     frames, occ, motion, _ = inputs(1, F_long)

@@ -123,6 +123,7 @@ def test_reference_is_the_constant_velocity_baseline_where_it_knows():
         assert agents.sum() > 20 and np.mean(ref[..., :9].argmax(-1)[agents] == want[agents]) > 0.97
 
 
+@pytest.mark.slow
 def test_an_untrained_refiner_takes_the_reference_where_it_knows_and_the_decoder_elsewhere():
     model = WorldModel(CFG, rngs=nnx.Rngs(0))
     z = jax.random.normal(jax.random.key(0), (2, 10, 10, CFG.occ_latent))
@@ -149,6 +150,7 @@ def test_the_anchor_renews_after_refine_gap_keyframes_and_carries_its_agents_on(
     assert float(a.agents.xy[0, 0]) == pytest.approx(-2.0) and float(a.velocity[0, 0]) == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_decode_rollout_refines_every_frame_and_compiles_once():
     model = WorldModel(CFG, rngs=nnx.Rngs(0))
     gd, st = nnx.split(model)
@@ -163,6 +165,7 @@ def test_decode_rollout_refines_every_frame_and_compiles_once():
     assert fn._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_training_the_refiner_learns_to_use_the_reference():
     """Uninformative decoder logits; the target is the anchor moved by the pose, with its classes
     renamed: the untrained refiner (which follows the reference) is wrong everywhere, and only the

@@ -9,6 +9,9 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # a subprocess on 8 fake devices
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,8 @@ import pytest
 
 from drivesim.cli import main
 
+pytestmark = pytest.mark.slow  # trains a model
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataroot, tmp_path_factory):

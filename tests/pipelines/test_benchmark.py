@@ -4,6 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from drivesim.data.types import Trajectory
 from drivesim.pipelines.benchmark import BenchConfig, bootstrap_ci, run_benchmark
@@ -27,6 +28,7 @@ class NanSometimes:
         return Trajectory(xy=jnp.where(obs.ego.speed > 6.0, jnp.nan, xy), yaw=0 * t)
 
 
+@pytest.mark.slow
 def test_bad_scenarios_are_skipped_or_zeroed_with_a_reason(sim_logs):
     logs = list(sim_logs)
     # a log whose map lost its lanes: no route can be found for it

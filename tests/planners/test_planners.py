@@ -42,6 +42,7 @@ def test_constant_velocity_goes_straight(obs):
     assert np.allclose(np.asarray(traj.xy[:, 1]), 0.0) and float(traj.xy[9, 0]) == pytest.approx(v, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_idm_stops_behind_a_stopped_car(obs):
     """Put a stopped car 20 m ahead on the route: the IDM plan ends before it."""
     route = np.asarray(obs.route)
@@ -64,6 +65,7 @@ def test_idm_stops_behind_a_stopped_car(obs):
     assert float(np.linalg.norm(np.asarray(free.xy[-1]))) > travelled
 
 
+@pytest.mark.slow
 def test_python_planner_matches_its_jax_twin(sim_logs):
     """The callback escape hatch works inside the compiled loop and gives the same closed loop."""
 

@@ -104,6 +104,7 @@ def state(handle, sim_logs):
     return jit(lambda h, lg, c: wm_engine.reset(h, lg, T0, c, None, WM))(handle, log, context(log))
 
 
+@pytest.mark.slow
 def test_mpc_plans_under_jit_and_vmap_without_recompiles(handle, state):
     plan = jit(jax.vmap(lambda h, s, k: MPC.plan_wm(None, s, h, WM, k), in_axes=(None, 0, 0)))
     both = jax.tree.map(lambda a: jnp.stack([a, a]), state)  # two scenarios (the same, other keys)
@@ -193,6 +194,7 @@ def test_grid_terms_rules():
     assert not bool(drv[0]) and bool(drv[1])
 
 
+@pytest.mark.slow
 def test_gradients_through_the_model_are_finite_and_refinement_helps(handle, state):
     @jit
     @jax.vmap
@@ -216,6 +218,7 @@ def test_gradients_through_the_model_are_finite_and_refinement_helps(handle, sta
     assert xy.shape == (2, 40, 2) and np.all(np.isfinite(np.asarray(xy)))
 
 
+@pytest.mark.slow
 def test_reference_rollout_scores_a_plain_planner_as_the_reference_engine(handle, state, sim_logs):
     """IDM ignores the model: scored in the reference-synced world-model loop it scores exactly as
     in the reference engine."""

@@ -59,6 +59,7 @@ def test_expert_in_the_loop_reproduces_the_log(sim_logs):
         assert float(scores.nc) == 1.0 and float(scores.dac) == 1.0 and float(scores.ep) > 0.95
 
 
+@pytest.mark.slow
 def test_jit_equals_eager(sim_logs):
     """reset, step (log and IDM agents) and observe give the same numbers compiled or not."""
     from drivesim.data.occupancy import OccupancyConfig
@@ -117,6 +118,7 @@ def test_no_recompilation_on_a_second_call(sim_logs):
 
 
 @pytest.mark.parametrize("batch", [(), (2, 3)])
+@pytest.mark.slow
 def test_batch_dims(sim_logs, batch):
     n = int(np.prod(batch)) if batch else 1
     logs = [sim_logs[i % len(sim_logs)] for i in range(n)]
@@ -148,6 +150,7 @@ def _boxes(xy, yaw, size):
     return out
 
 
+@pytest.mark.slow
 def test_idm_agents_do_not_collide(sim_logs):
     """Reactive agents over whole 20 s scenes: the IDM vehicles never overlap each other."""
     cfg = SimConfig(agents="idm")
@@ -172,6 +175,7 @@ def test_idm_agents_do_not_collide(sim_logs):
         assert moved  # they are simulated, not replayed
 
 
+@pytest.mark.slow
 def test_idm_agents_brake_for_the_ego(sim_load):
     """A car following the ego stops behind it when the ego halts; replayed from the log it drives
     straight into the ego."""
@@ -241,6 +245,7 @@ SHARD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_scores_as_one(tmp_path):
     import json
 

@@ -67,6 +67,7 @@ def run_fn(handle, horizon, cfg=None):
     return run
 
 
+@pytest.mark.slow
 def test_reset_and_observe_share_the_reference_observation(handle, sim_logs):
     log = sim_logs[0]
     state = wm_engine.reset(handle, log, T0, context(log))
@@ -85,6 +86,7 @@ def test_reset_and_observe_share_the_reference_observation(handle, sim_logs):
     assert np.mean(pooled == shown) > 0.97
 
 
+@pytest.mark.slow
 def test_step_api_predicts_a_frame_every_half_second(handle, sim_logs):
     log = sim_logs[0]
     state = wm_engine.reset(handle, log, T0, context(log))
@@ -98,6 +100,7 @@ def test_step_api_predicts_a_frame_every_half_second(handle, sim_logs):
     assert int(state.base.step) == 6 and int(state.key_step) == 5
 
 
+@pytest.mark.slow
 def test_jit_equals_eager(handle, sim_logs):
     log = sim_logs[1]
     ctx = context(log)
@@ -110,6 +113,7 @@ def test_jit_equals_eager(handle, sim_logs):
     np.testing.assert_allclose(np.asarray(jitted.terms.progress), np.asarray(eager.terms.progress), atol=1e-2)
 
 
+@pytest.mark.slow
 def test_seeded_futures_differ_and_no_recompiles(handle, sim_logs):
     run = jax.jit(jax.vmap(run_fn(handle, 10), in_axes=(None, None, None, 0)))
     log = sim_logs[0]
@@ -152,6 +156,7 @@ def test_tracking_follows_the_agents_of_true_grids(sim_logs):
     assert checked >= 5
 
 
+@pytest.mark.slow
 def test_scores_come_from_the_prediction(handle, sim_logs):
     """A predicted car on the ego is a collision; a predicted walkway under it is off the drivable
     area, though the map says road."""
@@ -220,6 +225,7 @@ SHARD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_scores_as_one(tmp_path):
     import json
 

@@ -232,6 +232,7 @@ def test_compiles_once_and_repeats_exactly(caplog):
     assert (first != other).any()
 
 
+@pytest.mark.slow
 def test_jit_equals_eager():
     """The jitted, vmapped, chunk-padded renderer gives the per-image kernel's images run op by op."""
     w, h = SMALL[0].width, SMALL[0].height

@@ -150,6 +150,7 @@ def _kill_during_save(workdir: Path, megabytes: int) -> bool:
     return not (workdir / "checkpoints" / "2").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
     megabytes = 256
     for attempt in range(3):  # if B finished before the kill landed, try again with a bigger B

@@ -237,6 +237,7 @@ _EIGHT_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # keeps conftest's flags
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")

@@ -1,6 +1,7 @@
 """`drivesim replay`: an animation and a still, with the six cameras and the BEV panel."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from drivesim.cli import main
@@ -25,6 +26,7 @@ def test_replay_animation_and_still(tiny_dataroot, tiny_config, tmp_path, capsys
     assert img.std() > 20 and not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
+@pytest.mark.slow
 def test_sweep_rate_replay(tiny_dataroot, tmp_path):
     out = tmp_path / "fast.gif"
     rc = main(["replay", "--quiet", "--dataroot", str(tiny_dataroot), "--hz", "4", "--out", str(out)])
