@@ -157,8 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(b)
     b.add_argument("--planners", default=None, help="comma-separated built-in planners (default: all)")
     b.add_argument("--planner-module", default=None, help="your planner: package.module:factory")
-    b.add_argument("--engine", default="kinematic", choices=["kinematic", "world-model"])
-    b.add_argument("--agents", default="log", choices=["log", "reactive"], help="log replay or IDM agents")
+    b.add_argument(
+        "--engine",
+        default="kinematic",
+        choices=["kinematic", "world-model", "truth"],
+        help="kinematic (reference), world-model, or truth: the planner drives inside the synthetic world itself, "
+        "whose traffic reacts (synthetic dataroots only)",
+    )
+    b.add_argument(
+        "--agents", default="log", choices=["log", "reactive"], help="log replay or IDM agents (not with truth)"
+    )
     b.add_argument("--scenarios", type=int, default=None, help="at most this many scenarios (default: all)")
     b.add_argument("--horizon", type=float, default=8.0, help="seconds of closed loop per scenario")
     b.add_argument("--replan-every", type=int, default=1, help="simulator steps (0.1 s) between planner calls")

@@ -56,7 +56,7 @@ def bench(
     import jax
 
     from drivesim.pipelines.benchmark import BenchConfig, run_benchmark
-    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set
+    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set, require_synthetic, truth_scenes
     from drivesim.planners.base import check_planner
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
@@ -67,8 +67,15 @@ def bench(
         )
     if samples < 1:
         raise DrivesimError(f"--samples {samples}: use at least 1")
+    if engine == "truth" and agents != "log":
+        raise DrivesimError(f"--agents {agents}: under --engine truth the agents are the synthetic world's own traffic")
     chosen = load_planners(planners, planner_module)
     root = resolve_dataroot(dataroot, version, quiet)
+    truth_cfg = None
+    if engine == "truth":
+        from drivesim.sim.truth_engine import TruthConfig
+
+        settings = require_synthetic(root)
     steps = int(round(horizon * 10))
     if steps < 10:
         raise DrivesimError(f"--horizon {horizon}: use at least 1 s")
@@ -81,8 +88,10 @@ def bench(
             wm_cfg = WMConfig(sim=sim, layout=layout == "guided")
         except ValueError as e:
             raise DrivesimError(f"--replan-every {replan_every}: {e}") from None
+    if engine == "truth":
+        truth_cfg = TruthConfig(sim=sim, annotation_range=float(settings.get("annotation_range", 60.0)))
     cfg = BenchConfig(horizon=steps, scenarios=scenarios, seed=seed, batch=batch, sim=sim, wm=wm_cfg,
-                      samples=samples, drivable=drivable)  # fmt: skip
+                      samples=samples, drivable=drivable, truth=truth_cfg)  # fmt: skip
     out = Path(out)
     con = console()
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
@@ -107,14 +116,17 @@ def bench(
         model = ModelHandle.of(wm)
         with bar(quiet, "loading keyframes", len({s.scene for s in chosen_scenarios})) as tick:
             contexts = load_contexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history, tick)
+    scenes = truth_scenes(sset) if truth_cfg is not None else None
     label = engine + (f" ({layout}, DAC from the {drivable}, {samples} futures)" if wm_cfg else "")
+    who = "the world's own" if truth_cfg is not None else agents
     con.print(f"benchmarking {len(chosen)} planners on {len(chosen_scenarios)} scenarios of {len(sset.names)} logs "
-              f"({horizon:g} s each, {agents} agents, {label} engine)")  # fmt: skip
+              f"({horizon:g} s each, {who} agents, {label} engine)")  # fmt: skip
     total = len(chosen) * len(chosen_scenarios) * (2 if compare_reference else 1)
     with bar(quiet, "bench", total) as tick:
         results = run_benchmark(sset.stacked, chosen_scenarios, chosen, cfg,
                                 progress=lambda m, name: [tick() for _ in range(m)],
-                                model=model, contexts=contexts, compare_reference=compare_reference)  # fmt: skip
+                                model=model, contexts=contexts, compare_reference=compare_reference,
+                                truth=scenes)  # fmt: skip
     results["config"].update({"dataroot": str(root), "version": version})
     if ckpt is not None:
         results["config"]["checkpoint"] = str(ckpt)
