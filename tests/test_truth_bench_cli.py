@@ -4,15 +4,25 @@ cannot re-simulate."""
 import json
 import shutil
 
+import pytest
+
 from drivesim.cli import main
 
 ARGS = ["bench", "--quiet", "--engine", "truth", "--horizon", "2", "--scenarios", "3"]
 
 
-def test_truth_bench_writes_results(tiny_dataroot, tmp_path, capsys):
-    out = tmp_path / "truth"
-    rc = main([*ARGS, "--dataroot", str(tiny_dataroot), "--out", str(out), "--planners", "expert,constant_velocity"])
-    assert rc == 0, capsys.readouterr().err
+PLANNERS = ["--planners", "expert,constant_velocity"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_dataroot, tmp_path_factory):
+    out = tmp_path_factory.mktemp("truth") / "b"
+    assert main([*ARGS, "--dataroot", str(tiny_dataroot), "--out", str(out), *PLANNERS]) == 0
+    return out
+
+
+def test_truth_bench_writes_results(first_run):
+    out = first_run
     res = json.loads((out / "results.json").read_text())
     assert res["schema"] == 1 and res["engine"] == "truth" and res["agents"] == "world"
     assert set(res["planners"]) == {"expert", "constant_velocity"}
@@ -23,6 +33,14 @@ def test_truth_bench_writes_results(tiny_dataroot, tmp_path, capsys):
             assert 0.0 <= p[k] <= 1.0
     assert res["planners"]["expert"]["pdms"] > 0.9 and res["ranking"][0] == "expert"
     assert (out / "results.csv").exists() and (out / "worst_scenarios.png").exists()
+
+
+def test_same_seed_same_scores(first_run, tiny_dataroot, tmp_path):
+    assert main([*ARGS, "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "again"), *PLANNERS]) == 0
+    a = json.loads((first_run / "results.json").read_text())
+    b = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert a["scenarios"] == b["scenarios"]  # every score of every scenario, bit for bit
+    assert all(a["planners"][n]["pdms_ci"] == b["planners"][n]["pdms_ci"] for n in a["planners"])
 
 
 def test_a_dataroot_without_a_recipe_is_refused(tiny_dataroot, tmp_path, capsys):
