@@ -5,6 +5,9 @@ import pytest
 
 from drivesim import cli
 
+# on the embedded 10-scene set (the geometry of scene-0008), which a fresh clone generates first (~40 s)
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     "edit, message",
