@@ -7,6 +7,8 @@ import pytest
 
 from drivesim.cli import main
 
+pytestmark = pytest.mark.slow  # runs drivesim bench end to end several times
+
 ARGS = ["bench", "--quiet", "--horizon", "2", "--batch", "4"]
 
 
@@ -51,7 +53,6 @@ def test_outputs_and_schema(first_run, tiny_config):
         assert (first_run / png).stat().st_size > 10_000
 
 
-@pytest.mark.slow
 def test_deterministic_for_a_seed(first_run, tiny_dataroot, tmp_path, capsys):
     rc, _, _ = bench(capsys, tiny_dataroot, tmp_path / "again", "--planners", "expert,idm,constant_velocity")
     assert rc == 0
@@ -63,7 +64,6 @@ def test_deterministic_for_a_seed(first_run, tiny_dataroot, tmp_path, capsys):
             assert a["planners"][name][k] == b["planners"][name][k]
 
 
-@pytest.mark.slow
 def test_user_planner_module(tiny_dataroot, tmp_path, capsys, monkeypatch):
     pkg = tmp_path / "my_pkg"
     pkg.mkdir()

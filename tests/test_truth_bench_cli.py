@@ -8,6 +8,8 @@ import pytest
 
 from drivesim.cli import main
 
+pytestmark = pytest.mark.slow  # runs drivesim bench --engine truth end to end
+
 ARGS = ["bench", "--quiet", "--engine", "truth", "--horizon", "2", "--scenarios", "3"]
 
 

@@ -578,6 +578,7 @@ def test_score_jit_equals_eager_and_does_not_recompile():
 
 
 @pytest.mark.parametrize("batch", [(), (2, 3)], ids=str)
+@pytest.mark.slow
 def test_batch_dims(batch):
     n = int(np.prod(batch, dtype=int))
     scenes = [_scenario(seed) for seed in range(max(n, 1))]

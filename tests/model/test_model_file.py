@@ -89,6 +89,7 @@ def test_a_training_record_is_kept(tmp_path):
     load_world_model(path)
 
 
+@pytest.mark.slow
 def test_a_file_that_does_not_match_its_record_is_refused(saved, tmp_path):
     _, path = saved
     copy = shutil.copy(path, tmp_path / "model.npz")

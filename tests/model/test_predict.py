@@ -33,7 +33,7 @@ def inputs(B: int, F: int, seed: int = 0):
     return frames, occ, motion, agents
 
 
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_shapes_and_dtypes(predictor, B):
     frames, occ, motion, agents = inputs(B, 6)
     out = predictor(frames, occ, motion, jax.random.key(0))

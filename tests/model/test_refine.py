@@ -37,6 +37,7 @@ def _anchor(grid, pose, age=1, agents=None, velocity=None):
     return a._replace(pose=jnp.asarray(pose, jnp.float32), age=jnp.asarray(age, jnp.int32))
 
 
+@pytest.mark.slow
 def test_reference_moves_the_map_with_the_ego():
     grid = np.random.default_rng(1).integers(0, 5, (80, 80))  # map classes only
     onehot = np.asarray(jax.nn.one_hot(grid, 9))

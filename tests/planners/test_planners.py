@@ -111,6 +111,7 @@ def test_bad_planners_are_refused_by_name(obs):
         check_planner(NoPlan(), obs)
 
 
+@pytest.mark.slow
 def test_a_nan_planner_scores_zero_and_is_flagged(sim_logs):
     @dataclasses.dataclass(frozen=True)
     class Nan:

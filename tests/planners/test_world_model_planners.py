@@ -145,6 +145,7 @@ def paint(state, candidates_xy, times, car_xy, half=(2.4, 1.1)):
     return jax.vmap(one)(*candidates_xy)
 
 
+@pytest.mark.slow
 def test_mpc_avoids_a_predicted_car_in_its_lane(state):
     mpc = WorldModelMPC(candidates=((1.0, 0.0), (1.0, 4.0)), frames=5, drivable="prediction")
     ego, base = state.base.ego, state.base

@@ -129,6 +129,7 @@ def test_seeded_futures_differ_and_no_recompiles(handle, sim_logs):
     assert run._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_tracking_follows_the_agents_of_true_grids(sim_logs):
     """Fed the true occupancy, the tracker keeps the moving vehicles near the ego where they are."""
     cfg = wm_engine.WMConfig()

@@ -141,6 +141,7 @@ def test_resume_continues_exactly(tmp_path, straight):
     assert all(np.array_equal(x, y) for x, y in zip(a_vars, b_vars, strict=True))
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_relogs_each_step_once(tmp_path, straight):
     crashed = tmp_path / "crashed"
     train(ToyTask(), CFG, crashed, progress=False, stop_after=15)
@@ -152,6 +153,7 @@ def test_resume_after_a_crash_relogs_each_step_once(tmp_path, straight):
     assert _losses(crashed) == _losses(straight) and final["loss"] == _losses(straight)[30]
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params(tmp_path):
     cfg = dataclasses.replace(CFG, steps=3, compute_dtype="bfloat16")
     final = train(ToyTask(), cfg, tmp_path / "bf16", progress=False)

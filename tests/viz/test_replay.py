@@ -9,6 +9,7 @@ from drivesim.data.loader import load_log
 from drivesim.viz.replay import box_corners, world_to_grid
 
 
+@pytest.mark.slow
 def test_replay_animation_and_still(tiny_dataroot, tiny_config, tmp_path, capsys):
     out = tmp_path / "replay.gif"
     assert (
