@@ -8,6 +8,12 @@
   functions as the benchmark, the best one returned.
 - Weak variants so that rankings have spread: `DistractedIdm` (misses its leader now and then
   and wanders in its lane) and `TimidIdm` (slow, with long gaps).
+- Interaction-sensitive planners, which count on the other road users to react to them, so that
+  an engine whose agents replay the log judges them differently from the truth engine:
+  `Merger` (changes into a free adjacent lane when a slow leader blocks its own, ignoring the
+  traffic behind it there), `Assertive` (does not yield to moving vehicles that cross or turn
+  across its path) and `Tailgater` (IDM with a 0.4 s headway, a 0.8 m standstill gap and a
+  higher desired speed).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from drivesim.data.classes import VEHICLE
 from drivesim.data.types import EGO_SIZE, SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 from drivesim.metrics.pdms import MetricConfig, score, step_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
@@ -139,12 +146,14 @@ def curve_speed_limit(path: Route, s0, lat_accel: float, decel: float):
 
 
 def idm_profile(
-    v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT, speed_limit=None, a0=0.0, max_jerk=None
-):
+    v0, gap0, lead_speed, p: IdmParams, horizon: int, dt: float = SIM_DT, speed_limit=None, a0=0.0, max_jerk=None,
+    max_rise=None,
+):  # fmt: skip
     """Arc lengths (horizon,) travelled by an IDM follower from speed v0 behind a leader at
     constant speed `lead_speed`, `gap0` metres ahead (inf: free road); `speed_limit(s)` (e.g.
     `curve_speed_limit`) caps the desired speed along the way. With `max_jerk` (m/s^3) the
-    acceleration changes at most that fast, starting from the current acceleration `a0`."""
+    acceleration changes at most that fast, starting from the current acceleration `a0`; with
+    `max_rise` (m/s^3) it only rises at most that fast (braking harder is never delayed)."""
 
     def body(carry, _):
         s, v, lead, a_prev = carry
@@ -152,6 +161,8 @@ def idm_profile(
         acc = p.accel(v, target, lead - s, lead_speed)
         if max_jerk is not None:
             acc = jnp.clip(acc, a_prev - max_jerk * dt, a_prev + max_jerk * dt)
+        if max_rise is not None:
+            acc = jnp.minimum(acc, a_prev + max_rise * dt)
         v2 = jnp.maximum(v + acc * dt, 0.0)
         s2 = s + 0.5 * (v + v2) * dt
         return (s2, v2, lead + lead_speed * dt, (v2 - v) / dt), s2
@@ -333,6 +344,211 @@ class PdmClosed:
         return s.pdms, terms.progress[-1] - terms.progress[0]
 
 
+def adjacent_lanes(obs: Observation, path: Route, s0, ahead=(2.0, 10.0, 20.0, 30.0, 40.0, 50.0), width=(2.5, 4.5)):
+    """The same-direction lanes beside the route: their lateral offsets and how far ahead they go.
+
+    The map's lane points (not connectors: no lane changes inside intersections) are looked for
+    `width` metres to each side of the route at arc lengths `s0 + ahead` (ego frame), heading the
+    route's way (within 20 degrees). Returns, for [the route's lane, the lane on the left, the lane
+    on the right], the offsets (3,) (m, left +) and the reach (3,): the largest `ahead` up to which
+    the lane is found at every sample (0 if not at the first; the route's lane: inf).
+    """
+    ahead = jnp.asarray(ahead, jnp.float32)
+    pts, heading = jax.vmap(lambda s: point_at(path, s))(s0 + ahead)  # (S, 2), (S,)
+    m = obs.map
+    lanes = to_ego_frame(m.lane_xy, obs.ego.xy, obs.ego.yaw)  # (L, P, 2)
+    d = jnp.diff(lanes, axis=1)
+    d = jnp.concatenate([d, d[:, -1:]], axis=1)
+    tangent = jnp.arctan2(d[..., 1], d[..., 0]).reshape(-1)
+    ok = jnp.broadcast_to((m.lane_valid & ~m.lane_is_connector)[:, None], lanes.shape[:2]).reshape(-1)
+    lanes = lanes.reshape(-1, 2)
+    rel = lanes[None] - pts[:, None]  # (S, N, 2)
+    cs, sn = jnp.cos(heading)[:, None], jnp.sin(heading)[:, None]
+    along = rel[..., 0] * cs + rel[..., 1] * sn
+    lat = -rel[..., 0] * sn + rel[..., 1] * cs
+    aligned = jnp.cos(tangent[None] - heading[:, None]) > jnp.cos(jnp.radians(20.0))
+    near = ok[None] & aligned & (jnp.abs(along) < 1.5)
+
+    def side(sign):
+        hit = near & (sign * lat > width[0]) & (sign * lat < width[1])  # (S, N)
+        found = jnp.cumprod(hit.any(axis=1)).astype(bool)  # found at every sample so far
+        offset = jnp.sum(jnp.where(hit & found[:, None], lat, 0.0)) / jnp.maximum((hit & found[:, None]).sum(), 1)
+        return jnp.where(found[0], offset, sign * 3.5), jnp.max(jnp.where(found, ahead, 0.0))
+
+    (left, left_reach), (right, right_reach) = side(1.0), side(-1.0)
+    return jnp.stack([jnp.zeros(()), left, right]), jnp.stack([jnp.asarray(jnp.inf), left_reach, right_reach])
+
+
+def _lane_change_trajectory(path: Route, s0, ds, offset, d0, slope0, length):
+    """Poses (K, 2), (K,) at arc lengths s0 + ds along a path (ego frame), moving from the lateral
+    offset `d0` (m, left +), changing at `slope0` (m per m travelled), to `offset` over the first
+    `length` metres travelled (a cubic: it starts from the car's present sideways motion, so that
+    replanning every step carries a lane change through, and ends parallel to the lane)."""
+    xy, heading = jax.vmap(lambda s: point_at(path, s))(s0 + ds)
+    u = jnp.clip(ds / length, 0.0, 1.0)
+    lateral = (2 * u**3 - 3 * u**2 + 1) * d0 + (u**3 - 2 * u**2 + u) * length * slope0 + (3 * u**2 - 2 * u**3) * offset
+    normal = jnp.stack([-jnp.sin(heading), jnp.cos(heading)], axis=-1)
+    return xy + lateral[:, None] * normal, heading
+
+
+@dataclasses.dataclass(frozen=True)
+class Merger:
+    """Changes lane to get past slow traffic, assuming the others make room.
+
+    It follows the route's lane with IDM. When a leader slower than `slow_fraction` of its
+    desired speed is within `look_ahead` (seconds at its speed, at least `min_look_ahead` m) and
+    a same-direction lane beside it (`adjacent_lanes`) goes on for `pass_distance` m and is freer
+    ahead by at least `gain` m, it moves across into that lane (over `change_time` seconds of
+    travel, at least `change_distance` m), and back into the route's lane once that is as free
+    as the lane it is in (it has passed the slow car) or the lane beside ends within
+    `keep_distance` m. In the target lane it looks only ahead of its own centre: a car coming up
+    behind or alongside there is expected to brake for it.
+
+    Why log replay misjudges it: replayed agents never brake for the ego, so a car in the target
+    lane drives on into the merging ego (a side impact, at fault, or a time to collision under
+    1 s), where the truth engine's traffic, and reactive IDM agents, brake for a car that enters
+    their lane ahead of them. Log replay scores it lower than the world it would drive in.
+    """
+
+    name: str = "merger"
+    idm: IdmParams = PLANNER_IDM
+    slow_fraction: float = 0.8
+    """A leader slower than this fraction of the desired speed is worth getting past."""
+    look_ahead: float = 3.0
+    """Seconds at the current speed within which a slow leader blocks the lane ..."""
+    min_look_ahead: float = 25.0
+    """... and at least this many metres."""
+    gain: float = 10.0
+    """The lane beside must be freer ahead by at least this much (m) to change into it."""
+    pass_distance: float = 50.0
+    """The lane beside must go on (no intersection) for this far ahead (m) to change into it ..."""
+    keep_distance: float = 20.0
+    """... and at least this far to stay in it."""
+    change_time: float = 3.0
+    """A lane change takes this many seconds of travel at the current speed ..."""
+    change_distance: float = 15.0
+    """... and at least this many metres."""
+    max_rise: float = 1.5
+    """Its acceleration rises at most this fast (m/s^3) (it brakes as IDM does)."""
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        path, s0, d0, local, limit = _follow_setup(obs, self.idm)
+        offsets, reach = adjacent_lanes(obs, path, s0)
+        gaps, speeds = jax.vmap(lambda o: leader_on_path(path, s0, local, obs.agent_size, offset=o))(offsets)
+        look = jnp.maximum(self.min_look_ahead, self.look_ahead * obs.ego.speed)
+        slow = speeds < self.slow_fraction * self.idm.target_speed
+        # how far ahead each lane is free of slow traffic (inf: no leader, or a fast one)
+        free = jnp.where(slow & (gaps < look), gaps, jnp.inf)
+        # the lane the ego is in now: the nearest of those that still go on (else the route's)
+        there = reach >= self.keep_distance
+        current = jnp.argmin(jnp.where(there, jnp.abs(d0 - offsets), jnp.inf))
+        # sideways motion (m per m travelled): the ego's heading against the route's
+        _, heading = point_at(path, s0)
+        slope = jnp.clip(jnp.tan(-heading), -0.5, 0.5)
+        # from the route's lane: into the freer lane beside (left first), if it goes on far enough
+        beside = jnp.where(jnp.arange(3) > 0, jnp.where(reach >= self.pass_distance, free, -jnp.inf), -jnp.inf)
+        best = jnp.argmax(beside)
+        overtake = (free[0] < jnp.inf) & (beside[best] > free[0] + self.gain)
+        # ... or carry on with a change begun (moving out, the lane there still going on)
+        side = jnp.where(d0 > 0, 1, 2)
+        going = (jnp.abs(d0) > 0.5) & (d0 * slope > 0) & there[side]
+        from_route = jnp.where(overtake, best, jnp.where(going, side, 0))
+        # from a lane beside: back once the route's lane is as free (a margin against weaving)
+        back = jnp.where(slow[0] & (gaps[0] < look + self.gain), gaps[0], jnp.inf)
+        from_beside = jnp.where(back >= free[current], 0, current)
+        target = jnp.where(current == 0, from_route, from_beside)
+        changing = (target != 0) | (jnp.abs(d0) > 1.0)
+        # brake for what is ahead in the target lane and, while changing, in the lane it leaves
+        gap_here, speed_here = leader_on_path(path, s0, local, obs.agent_size, offset=d0)
+        use_here = changing & (gap_here < gaps[target])
+        gap = jnp.where(use_here, gap_here, gaps[target])
+        lead_speed = jnp.where(use_here, speed_here, speeds[target])
+        # no lurch when the slow leader drops out of sight: the acceleration rises gently
+        ds = idm_profile(
+            obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit, a0=obs.ego.accel,
+            max_rise=self.max_rise,
+        )  # fmt: skip
+        length = jnp.maximum(self.change_distance, self.change_time * obs.ego.speed)
+        xy_lc, yaw_lc = _lane_change_trajectory(path, s0, ds, offsets[target], d0, slope, length)
+        xy_in, yaw_in = _path_trajectory(path, s0, ds, 0.0, d0)  # in its lane: as IdmPlanner
+        xy = jnp.where(changing, xy_lc, xy_in)
+        yaw = jnp.where(changing, yaw_lc, yaw_in)
+        return _traj(xy, yaw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Assertive:
+    """Forces its way through: does not yield to vehicles that cross or turn across its path.
+
+    IDM along the route, like `IdmPlanner`, except that a moving vehicle (faster than
+    `moving_speed`) heading more than `crossing_angle` degrees away from the route where it is
+    (crossing traffic, a car turning across, oncoming traffic cutting the corner) is never its
+    leader: it keeps its speed through the conflict and expects the other car to stop. Vehicles
+    going its way, stopped vehicles, pedestrians, cyclists and obstacles are followed as by IDM.
+
+    Why log replay misjudges it: replayed crossing traffic drives on as logged and the ego runs
+    into its side, where in the synthetic world (the truth engine) a car gives way to an ego that
+    already holds the intersection or stands in its path (and reactive IDM agents brake for a car
+    in their corridor). Log replay scores it lower than the world it would drive in. (`IdmPlanner`
+    has no notion of right of way either, and is misjudged the same way where it enters an
+    intersection ahead of a car that has it; `Assertive` also keeps going once the car is in its
+    path.)
+    """
+
+    name: str = "assertive"
+    idm: IdmParams = dataclasses.replace(PLANNER_IDM, target_speed=12.0)
+    crossing_angle: float = 30.0
+    """Vehicles heading further than this (degrees) from the route where they are are ignored ..."""
+    moving_speed: float = 1.0
+    """... if faster than this (m/s)."""
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        path, s0, d0, local, limit = _follow_setup(obs, self.idm)
+        s, _ = jax.vmap(lambda p: project(path, p))(local.xy)
+        _, heading = jax.vmap(lambda si: point_at(path, si))(s)
+        across = jnp.cos(local.yaw - heading) < jnp.cos(jnp.radians(self.crossing_angle))
+        ignored = (obs.agent_category == VEHICLE) & (local.speed > self.moving_speed) & across
+        seen = local.replace(valid=local.valid & ~ignored)
+        gap, lead_speed = leader_on_path(path, s0, seen, obs.agent_size)
+        ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
+        xy, yaw = _path_trajectory(path, s0, ds, 0.0, d0)
+        return _traj(xy, yaw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tailgater:
+    """IDM that follows too close and drives fast: a 0.4 s time gap, a 0.8 m standstill gap, a
+    desired speed of 14 m/s and brisk acceleration.
+
+    How log replay judges it: a leader reacts to its follower in no engine, and cars behind an
+    ego faster than the logged one are left behind, so its close calls are much the same under log
+    replay and in the synthetic world. The one interaction it meets: a car of the world changes
+    lane only into a gap, so it does not cut in right in front of a close follower, where a
+    replayed car cuts in as it did in front of the logged ego. Its time to collision sits on the
+    0.95 s threshold, so small differences in a replayed leader's braking (the log is interpolated
+    from 2 Hz keyframes) flip that term: on the embedded set log replay scores it a little higher
+    than the truth engine (docs/closed_loop.md).
+    """
+
+    name: str = "tailgater"
+    idm: IdmParams = dataclasses.replace(PLANNER_IDM, target_speed=14.0, headway=0.4, min_gap=0.8, max_accel=2.0)
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        return IdmPlanner(idm=self.idm, horizon=self.horizon).plan(params, obs, rng)
+
+
 BUILTIN = {
     "expert": LogReplay(),
     "pdm_closed": PdmClosed(),
@@ -340,5 +556,8 @@ BUILTIN = {
     "constant_velocity": ConstantVelocity(),
     "timid_idm": TimidIdm(),
     "distracted_idm": DistractedIdm(),
+    "merger": Merger(),
+    "assertive": Assertive(),
+    "tailgater": Tailgater(),
 }
 """The built-in planners by name."""
