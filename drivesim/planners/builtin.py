@@ -429,7 +429,9 @@ class Merger:
     change_distance: float = 15.0
     """... and at least this many metres."""
     max_rise: float = 1.5
-    """Its acceleration rises at most this fast (m/s^3) (it brakes as IDM does)."""
+    """Its acceleration rises at most this fast (m/s^3) (it brakes as IDM does) ..."""
+    rise_floor: float = -1.0
+    """... from the current acceleration, or from this (m/s^2) if that is lower."""
     horizon: int = HORIZON
 
     def init(self, rng):
@@ -467,10 +469,11 @@ class Merger:
         use_here = changing & (gap_here < gaps[target])
         gap = jnp.where(use_here, gap_here, gaps[target])
         lead_speed = jnp.where(use_here, speed_here, speeds[target])
-        # no lurch when the slow leader drops out of sight: the acceleration rises gently
+        # no lurch when the slow leader drops out of sight: the acceleration rises gently (from
+        # at most `rise_floor` below zero, or each plan would hold on to the braking the last began)
         ds = idm_profile(
-            obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit, a0=obs.ego.accel,
-            max_rise=self.max_rise,
+            obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit,
+            a0=jnp.maximum(obs.ego.accel, self.rise_floor), max_rise=self.max_rise,
         )  # fmt: skip
         length = jnp.maximum(self.change_distance, self.change_time * obs.ego.speed)
         xy_lc, yaw_lc = _lane_change_trajectory(path, s0, ds, offsets[target], d0, slope, length)
