@@ -65,7 +65,13 @@ def cmd_train(args) -> int:
     from drivesim.pipelines.defaults import load_experiment
     from drivesim.pipelines.experiment import run
 
+    from drivesim.pipelines.behaviour import BehaviourExperiment, train_behaviour
+
     exp = load_experiment(args.config, args.quick)
+    if isinstance(exp, BehaviourExperiment):
+        out = train_behaviour(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
+        print(f"trained behaviour model written to {out.resolve()}")
+        return 0
     out = run(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet, base=args.base)
     print(f"trained world model written to {out.resolve()}")
     return 0
@@ -190,14 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
         "prediction, or both",
     )
     b.add_argument(
+        "--compare",
+        default=None,
+        choices=["truth", "kinematic"],
+        help="also run this engine on the same scenarios (seed, horizon, cadence); report its PDMS per planner and "
+        "the rank agreement (Kendall tau with a bootstrap interval, Spearman rho). truth: synthetic dataroots only",
+    )
+    b.add_argument(
         "--compare-reference",
         action="store_true",
-        help="also run the reference engine on the same scenarios; report the rank agreement",
+        help="the same as --compare kinematic (kept for old scripts)",
     )
     b.add_argument("--out", default="out/bench", help="output folder")
     b.set_defaults(func=cmd_bench)
 
-    t = sub.add_parser("train", help="train a world model (tokenizers, dynamics, BEV refiner) from an experiment file")
+    t = sub.add_parser(
+        "train", help="train a world model or a behaviour model (experiments/behaviour_small.py) from an experiment file"
+    )
     t.add_argument("--config", required=True, help="experiments/<name>.py")
     t.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, loss curves, world_model.npz")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoints")

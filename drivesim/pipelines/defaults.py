@@ -18,6 +18,9 @@ DEFAULT_VERSION = "v1.0-mini"
 DEFAULT_CHECKPOINT = REPO_DATA / "world_model_small.npz"
 """The shipped world model (its record, with the sha256 the loader checks, is the .json beside it)."""
 
+DEFAULT_BEHAVIOUR = REPO_DATA / "behaviour_small.npz"
+"""The shipped behaviour model (learned agents; `experiments/behaviour_small.py`)."""
+
 
 def default_dataroot() -> Path:
     """The embedded synthetic set: $DRIVESIM_DATA, else data/synthetic in the repository."""

@@ -9,6 +9,7 @@ is one compiled program; `vmap` it over scenarios and shard the scenario axis ov
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,17 @@ from drivesim.data.occupancy import OccupancyConfig, rasterize
 from drivesim.data.types import SIM_DT, AgentState, EgoState, Log, Observation, Route, Trajectory
 from drivesim.sim.agents import IdmState, ReactiveParams, idm_step, init_idm, log_agents
 from drivesim.sim.dynamics import TrackerParams, VehicleParams, bicycle_step, to_ego_frame, to_global, track, wrap
+from drivesim.sim.learned_agents import (
+    KEYFRAME_STEPS,
+    BehaviourHandle,
+    LearnedAgents,
+    init_learned,
+    move_learned,
+    resample_learned,
+)
 from drivesim.sim.paths import close_path, lane_path, project
+
+AGENT_MODES = ("log", "idm", "learned", "cv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +37,10 @@ class SimConfig:
     """Everything static about a closed-loop run."""
 
     agents: str = "log"
-    """"log": agents replay the log (non-reactive); "idm": vehicles are IDM lane followers."""
+    """"log": agents replay the log (non-reactive); "idm": vehicles are IDM lane followers (the
+    reference); "learned": every agent present at the start is driven by the behaviour model
+    (`drivesim.sim.learned_agents`; `reset` needs the model); "cv": the same agents at constant
+    velocity (the learned model's stand-in)."""
     replan_every: int = 1
     """Steps (0.1 s each) between planner calls; the tracker follows the plan in between."""
     route_segments: int = 12
@@ -39,10 +53,12 @@ class SimConfig:
     tracker: TrackerParams = TrackerParams()
     reactive: ReactiveParams = ReactiveParams()
     occupancy: OccupancyConfig = OccupancyConfig()
+    temperature: float = 1.0
+    """Sampling temperature of the learned agents."""
 
     def __post_init__(self):
-        if self.agents not in ("log", "idm"):
-            raise ValueError(f"agents must be 'log' or 'idm' (got {self.agents!r})")
+        if self.agents not in AGENT_MODES:
+            raise ValueError(f"agents must be one of {', '.join(AGENT_MODES)} (got {self.agents!r})")
         if self.replan_every < 1:
             raise ValueError(f"replan_every must be at least 1 (got {self.replan_every})")
 
@@ -60,6 +76,8 @@ class SimState:
       log: the scenario's log at 10 Hz (static during a rollout).
       route: the ego's route along the lanes.
       route_ok: () bool: a lane route was found near the ego at the start.
+      learned: the learned (or constant-velocity) agents' memory; None in other modes.
+      behaviour: the behaviour model ("learned" mode), else None.
     """
 
     step: jnp.ndarray
@@ -70,6 +88,13 @@ class SimState:
     log: Log
     route: Route
     route_ok: jnp.ndarray
+    learned: LearnedAgents | None = None
+    behaviour: BehaviourHandle | None = None
+
+
+def simulates_agents(cfg: SimConfig) -> bool:
+    """The agents are simulated from the start alone (learned or constant velocity)."""
+    return cfg.agents in ("learned", "cv")
 
 
 @struct.dataclass
@@ -91,9 +116,14 @@ class Trace:
 
 
 @jax.named_scope("reset")
-def reset(log: Log, t0, rng=None, cfg: SimConfig = SimConfig()) -> SimState:
-    """The state at log step t0: ego and agents as logged, the route, the reactive agents."""
-    del rng  # the kinematic engine is deterministic; the argument keeps one API for all engines
+def reset(log: Log, t0, rng=None, cfg: SimConfig = SimConfig(), behaviour: BehaviourHandle | None = None) -> SimState:
+    """The state at log step t0: ego and agents as logged, the route, the reactive agents.
+
+    `rng` seeds the learned agents' sampling (other modes are deterministic); `behaviour` is the
+    behaviour model ("learned" mode only).
+    """
+    if cfg.agents == "learned" and behaviour is None:
+        raise ValueError("agents='learned' needs the behaviour model (reset(..., behaviour=BehaviourHandle.of(model)))")
     log = jax.tree.map(jnp.asarray, log)  # host (numpy) logs are fine too
     t0 = jnp.asarray(t0, jnp.int32)
     T = log.time.shape[-1]
@@ -120,15 +150,23 @@ def reset(log: Log, t0, rng=None, cfg: SimConfig = SimConfig()) -> SimState:
             path=Route(xy=jnp.zeros((A, N, 2)), valid=jnp.zeros((A, N), bool), s=jnp.zeros((A, N))),
             s=zeros, speed=zeros, offset=zeros, v0=zeros,
         )  # fmt: skip
+    agents, learned = log_agents(log, t0), None
+    if simulates_agents(cfg):
+        key = jax.random.fold_in(jax.random.key(0) if rng is None else rng, 7)
+        handle = behaviour if cfg.agents == "learned" else None
+        history = behaviour.model().cfg.history if handle is not None else 5
+        learned, agents = init_learned(log, t0, key, handle, history, cfg.temperature)
     return SimState(
         step=jnp.zeros((), jnp.int32),
         t0=t0,
         ego=ego,
-        agents=log_agents(log, t0),
+        agents=agents,
         idm=idm,
         log=log,
         route=route,
         route_ok=route_ok,
+        learned=learned,
+        behaviour=behaviour if cfg.agents == "learned" else None,
     )
 
 
@@ -136,11 +174,13 @@ def _advance(state: SimState, path, dt, elapsed, cfg: SimConfig) -> SimState:
     accel, steer = track(state.ego, path, dt, elapsed, cfg.vehicle, cfg.tracker)
     ego = bicycle_step(state.ego, accel, steer, cfg.vehicle)
     t_next = state.t0 + state.step + 1
-    replay = log_agents(state.log, t_next)
-    if cfg.agents == "idm":
+    if simulates_agents(cfg):  # nothing of the log's future is read
+        idm, agents = state.idm, move_learned(state.learned, state.agents)
+    elif cfg.agents == "idm":
+        replay = log_agents(state.log, t_next)
         idm, agents = idm_step(state.idm, state.agents, replay, state.ego, state.log.agents.size, cfg.reactive)
     else:
-        idm, agents = state.idm, replay
+        idm, agents = state.idm, log_agents(state.log, t_next)
     return state.replace(step=state.step + 1, ego=ego, agents=agents, idm=idm)
 
 
@@ -149,7 +189,30 @@ def step(state: SimState, trajectory: Trajectory, rng=None, cfg: SimConfig = Sim
     """Track `trajectory` (planned now, in the current ego frame) for one 0.1 s step."""
     del rng
     path = jnp.concatenate([jnp.zeros((1, 2), trajectory.xy.dtype), trajectory.xy], axis=0)
-    return _advance(state, path, trajectory.dt, 0.0, cfg)
+    state = _advance(state, path, trajectory.dt, 0.0, cfg)
+    if not simulates_agents(cfg):
+        return state
+    due = state.step % KEYFRAME_STEPS == 0
+    return jax.lax.cond(due, lambda s: resample_agents(s, cfg), lambda s: s, state)
+
+
+def resample_agents(state: SimState, cfg: SimConfig) -> SimState:
+    """A behaviour step of the learned agents: they see where everyone is and choose their next
+    0.5 s (no-op in other agent modes)."""
+    if not simulates_agents(cfg):
+        return state
+    learned = resample_learned(
+        state.learned, state.agents, state.ego, state.log, state.behaviour, state.step, cfg.temperature
+    )
+    return state.replace(learned=learned)
+
+
+def block_steps(cfg: SimConfig) -> int:
+    """Steps of one rollout block: the planner cadence, or with simulated agents the least common
+    multiple of it and the behaviour step (between blocks the agents choose their controls)."""
+    if not simulates_agents(cfg):
+        return cfg.replan_every
+    return math.lcm(cfg.replan_every, KEYFRAME_STEPS)
 
 
 @jax.named_scope("observe")
@@ -200,19 +263,21 @@ def rollout(
     """
     terms_of = terms_fn or (lambda s, prev: None)
     every = cfg.replan_every
-    cycles = -(-horizon // every)
+    block = block_steps(cfg)
+    per_block = block // every
+    blocks = -(-horizon // block)
     T = state.log.time.shape[-1]
 
-    # Only what changes travels in the loop's carry; the log, the route and the agents' paths
-    # are loop constants (carrying them made XLA copy megabytes per step).
+    # Only what changes travels in the loop's carry; the log, the route, the agents' paths and the
+    # behaviour model are loop constants (carrying them made XLA copy megabytes per step).
     def split(st: SimState):
-        dyn = (st.step, st.ego, st.agents, st.idm.s, st.idm.speed, st.idm.offset)
+        dyn = (st.step, st.ego, st.agents, st.idm.s, st.idm.speed, st.idm.offset, st.learned)
         return dyn
 
     def join(dyn) -> SimState:
-        step_, ego, agents, s_, speed, offset = dyn
+        step_, ego, agents, s_, speed, offset, learned = dyn
         idm = state.idm.replace(s=s_, speed=speed, offset=offset)
-        return state.replace(step=step_, ego=ego, agents=agents, idm=idm)
+        return state.replace(step=step_, ego=ego, agents=agents, idm=idm, learned=learned)
 
     def cycle(carry, key):
         st = join(carry)
@@ -232,10 +297,14 @@ def rollout(
         dyn, outs = jax.lax.scan(inner, carry, jnp.arange(every))
         return dyn, outs
 
-    keys = jax.random.split(rng, cycles)
-    final, outs = jax.lax.scan(cycle, split(state), keys)
+    def run_block(carry, keys):
+        carry, outs = jax.lax.scan(cycle, carry, keys)
+        return split(resample_agents(join(carry), cfg)), outs
+
+    keys = jax.random.split(rng, blocks * per_block)
+    final, outs = jax.lax.scan(run_block, split(state), keys.reshape((blocks, per_block) + keys.shape[1:]))
     final = join(final)
-    flat = jax.tree.map(lambda a: a.reshape((cycles * every,) + a.shape[2:])[:horizon], outs)
+    flat = jax.tree.map(lambda a: a.reshape((blocks * block,) + a.shape[3:])[:horizon], outs)
     ego, agents, terms, bad, valid = flat
     first = (state.ego, state.agents, terms_of(state, state.ego), jnp.zeros((), bool), jnp.ones((), bool))
     ego, agents, terms, bad, valid = jax.tree.map(

@@ -38,7 +38,7 @@ from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
-from drivesim.sim.engine import SimConfig, SimState, _advance
+from drivesim.sim.engine import SimConfig, SimState, _advance, resample_agents
 from drivesim.sim.engine import observe as reference_observe
 from drivesim.sim.engine import reset as reference_reset
 
@@ -83,6 +83,8 @@ class WMConfig:
     def __post_init__(self):
         if self.agents_from not in ("refined", "decoder"):
             raise ValueError(f"agents_from must be 'refined' or 'decoder', got {self.agents_from!r}")
+        if self.sim.agents in ("learned", "cv") and self.keyframe_steps != 5:
+            raise ValueError("simulated agents choose their motion every 0.5 s: keyframe_steps must be 5")
         if self.keyframe_steps % self.sim.replan_every:
             raise ValueError(
                 f"replan_every {self.sim.replan_every} must divide the {self.keyframe_steps} steps of a "
@@ -368,13 +370,18 @@ def layout_boxes(agents: AgentState, size, category, ego_xy, ego_yaw) -> AgentLa
 
 
 # ------------------------------------------------------------------------------ the engine
-def reset(handle: ModelHandle, log: Log, t0, context: Context, rng=None, cfg: WMConfig = WMConfig()) -> WMState:
-    """The state at log step t0 (a keyframe: a multiple of `keyframe_steps`) from its history."""
-    del rng
+def reset(
+    handle: ModelHandle, log: Log, t0, context: Context, rng=None, cfg: WMConfig = WMConfig(), behaviour=None
+) -> WMState:
+    """The state at log step t0 (a keyframe: a multiple of `keyframe_steps`) from its history.
+
+    With `cfg.sim.agents` "learned" (`behaviour`: the behaviour model's handle) or "cv", the agents
+    the model renders are simulated from t0 on (`drivesim.sim.learned_agents`; `rng` seeds them).
+    """
     model = handle.model()
     mcfg = model.cfg
     H, W, K = mcfg.history, mcfg.window, cfg.keyframe_steps
-    base = reference_reset(log, t0, None, cfg.sim)
+    base = reference_reset(log, t0, rng, cfg.sim, behaviour)
     log = base.log
     T = log.time.shape[-1]
     cam, occ = model.encode(context.frames[None], context.occupancy[None])
@@ -480,7 +487,11 @@ def step(handle: ModelHandle, state: WMState, trajectory: Trajectory, rng, cfg: 
     path = jnp.concatenate([jnp.zeros((1, 2), trajectory.xy.dtype), trajectory.xy], axis=0)
     state = state.replace(base=_advance(state.base, path, trajectory.dt, 0.0, cfg.sim))
     due = (state.base.step - state.key_step) >= cfg.keyframe_steps
-    return jax.lax.cond(due, lambda s: keyframe(handle, s, rng, cfg), lambda s: s, state)
+
+    def at_keyframe(s):
+        return keyframe(handle, s.replace(base=resample_agents(s.base, cfg.sim)), rng, cfg)
+
+    return jax.lax.cond(due, at_keyframe, lambda s: s, state)
 
 
 def plan_with(planner, params, handle: ModelHandle, state: WMState, rng, cfg: WMConfig) -> Trajectory:
@@ -511,14 +522,15 @@ def rollout(
 
     def split(st: WMState):
         b = st.base
-        return (b.step, b.ego, b.agents, b.idm.s, b.idm.speed, b.idm.offset, st.cam, st.occ, st.motion, st.layout,
-                st.count, st.key_xy, st.key_yaw, st.key_step, st.grid, st.tracked, st.seen, st.images, st.anchor)  # fmt: skip
+        return (b.step, b.ego, b.agents, b.idm.s, b.idm.speed, b.idm.offset, b.learned, st.cam, st.occ, st.motion,
+                st.layout, st.count, st.key_xy, st.key_yaw, st.key_step, st.grid, st.tracked, st.seen, st.images,
+                st.anchor)  # fmt: skip
 
     def join(dyn) -> WMState:
-        (step_, ego, agents, s_, speed, offset, cam, occ, motion, layout,
+        (step_, ego, agents, s_, speed, offset, learned, cam, occ, motion, layout,
          count, key_xy, key_yaw, key_step, grid, tracked, seen, images, anchor) = dyn  # fmt: skip
         idm = const.base.idm.replace(s=s_, speed=speed, offset=offset)
-        base = const.base.replace(step=step_, ego=ego, agents=agents, idm=idm)
+        base = const.base.replace(step=step_, ego=ego, agents=agents, idm=idm, learned=learned)
         return WMState(base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=count, key_xy=key_xy,
                        key_yaw=key_yaw, key_step=key_step, grid=grid, tracked=tracked, seen=seen,
                        images=images, anchor=anchor)  # fmt: skip
@@ -550,7 +562,8 @@ def rollout(
 
         dyn, outs = jax.lax.scan(plan_cycle, carry, jnp.arange(K // every))
         outs = jax.tree.map(lambda a: a.reshape((K,) + a.shape[2:]), outs)
-        nxt = keyframe(handle, join(dyn), k_model, cfg)
+        st = join(dyn)
+        nxt = keyframe(handle, st.replace(base=resample_agents(st.base, cfg.sim)), k_model, cfg)
         images = nxt.images if cfg.decode_cameras else None
         return split(nxt), (outs, nxt.grid.astype(jnp.int8), nxt.key_xy, nxt.key_yaw, images)
 

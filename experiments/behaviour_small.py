@@ -1,0 +1,37 @@
+"""The shipped behaviour model (`data/behaviour_small.npz`): reactive agents for every engine.
+
+    .venv/bin/drivesim train --config experiments/behaviour_small.py --workdir runs/behaviour_small
+    cp runs/behaviour_small/behaviour.npz data/behaviour_small.npz   # (+ .json): what drivesim ships
+    .venv/bin/python experiments/behaviour_eval.py          # experiments/results/behaviour.json
+
+Data: the traffic-only fast path of the synthetic world (`drivesim.pipelines.behaviour`): 1,200
+scenes of 16 s on 30 world seeds (100..129: 120 maps, none of the evaluation seeds), simulated
+without cameras in about 5 minutes on the 2-core CPU and cached under data/train/behaviour.
+Head: motion tokens (`drivesim.model.motion_tokens`); the mixture head is the ablation
+(experiments/behaviour_mixture.py, compared in docs/behaviour.md).
+`get_config(quick=True)` shrinks everything for a smoke run of a minute.
+"""
+
+import dataclasses
+
+from drivesim.model.behaviour import BehaviourConfig
+from drivesim.pipelines.behaviour import BehaviourExperiment, TrafficData
+from drivesim.train import TrainConfig
+
+
+def get_config(quick: bool = False, head: str = "tokens") -> BehaviourExperiment:
+    exp = BehaviourExperiment(
+        model=BehaviourConfig(head=head),
+        data=TrafficData(),
+        train=TrainConfig(
+            steps=4000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
+            log_every=50, checkpoint_every=500,
+        ),
+    )  # fmt: skip
+    if quick:
+        exp = dataclasses.replace(
+            exp,
+            data=dataclasses.replace(exp.data, seeds=(100,), scenes_per_seed=8, cache="data/train/behaviour_quick"),
+            train=dataclasses.replace(exp.train, steps=30, log_every=10, checkpoint_every=15, warmup_steps=5),
+        )
+    return exp

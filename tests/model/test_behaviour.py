@@ -1,0 +1,87 @@
+"""The behaviour model: features, heads, sampling and the open-loop rollout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from drivesim.model import motion_tokens
+from drivesim.model.behaviour import (
+    BehaviourConfig,
+    BehaviourInput,
+    BehaviourModel,
+    features,
+    log_likelihood,
+    rollout,
+    sample_controls,
+)
+
+
+def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-30, 30, (n, 1, 2)) + np.arange(h)[None, :, None] * rng.uniform(-2, 2, (n, 1, 2))
+    valid = np.ones((n, h), bool)
+    valid[-1] = False  # a padded slot
+    pts = np.concatenate([rng.uniform(-40, 40, (m, 2)), np.tile([1.0, 0.0, 0.0], (m, 1))], -1)
+    raster = rng.integers(0, 5, (64, 64)).astype(np.uint8)
+    s = np.asarray(shift, np.float32)
+    return BehaviourInput(
+        xy=jnp.asarray(xy + s, jnp.float32), yaw=jnp.asarray(rng.uniform(-3, 3, (n, h)), jnp.float32),
+        speed=jnp.asarray(rng.uniform(0, 10, (n, h)), jnp.float32), valid=jnp.asarray(valid),
+        size=jnp.asarray(np.tile([4.5, 1.9, 1.6], (n, 1)), jnp.float32), category=jnp.zeros((n,), jnp.int32),
+        is_ego=jnp.arange(n) == 0,
+        points=jnp.asarray(pts + np.concatenate([s, np.zeros(3)]), jnp.float32), points_valid=jnp.ones((m,), bool),
+        raster=jnp.asarray(raster), raster_origin=jnp.asarray(np.array([-64.0, -64.0]) + s, jnp.float32),
+        raster_resolution=jnp.asarray(2.0, jnp.float32),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("head", ["tokens", "mixture"])
+def test_shapes_over_batch_dims(head):
+    cfg = BehaviourConfig(head=head, width=32, point_width=16)
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(0))
+    one = scene()
+    out = model(features(one, cfg))
+    n_out = motion_tokens.NUM_TOKENS if head == "tokens" else cfg.mixture * 5
+    assert out.shape == (6, n_out)
+    batch = jax.tree.map(lambda a: jnp.broadcast_to(a, (2, 3) + a.shape), one)
+    f = jax.vmap(jax.vmap(lambda x: features(x, cfg)))(batch)
+    assert model(f).shape == (2, 3, 6, n_out)
+    ctrl = sample_controls(out, jax.random.key(0), cfg)
+    assert ctrl.shape == (6, 2) and bool(jnp.all(jnp.isfinite(ctrl)))
+    ll = log_likelihood(out, jnp.zeros((6,), jnp.int32), jnp.zeros((6, 2)), cfg)
+    assert ll.shape == (6,) and bool(jnp.all(jnp.isfinite(ll)))
+
+
+def test_features_do_not_depend_on_where_the_scene_is():
+    """Everything is in each agent's frame: moving the whole scene (agents, lanes, raster) by a
+    whole number of raster cells changes no feature."""
+    cfg = BehaviourConfig()
+    a = features(scene(), cfg)
+    b = features(scene(shift=(100.0, -36.0)), cfg)
+    for k in a:
+        np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=2e-4, err_msg=k)
+
+
+def test_padded_agents_do_not_change_the_others():
+    cfg = BehaviourConfig(width=32, point_width=16)
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(1))
+    s = scene()
+    junk = s.replace(xy=s.xy.at[-1].set(3.0), speed=s.speed.at[-1].set(7.0), yaw=s.yaw.at[-1].set(1.0))
+    a, b = model(features(s, cfg)), model(features(junk, cfg))
+    np.testing.assert_allclose(np.asarray(a[:-1]), np.asarray(b[:-1]), atol=1e-5)
+
+
+def test_rollout_follows_the_given_ego_and_keeps_absent_agents_absent():
+    cfg = BehaviourConfig(width=32, point_width=16)
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(2))
+    s = scene()
+    ego = jnp.stack([jnp.arange(4.0), jnp.zeros(4), jnp.zeros(4), jnp.full(4, 2.0)], -1)
+    xy, yaw, speed = rollout(model, s, ego, jax.random.key(0))
+    assert xy.shape == (6, 4, 2) and yaw.shape == (6, 4) and speed.shape == (6, 4)
+    np.testing.assert_allclose(np.asarray(xy[0, :, 0]), np.arange(4.0))
+    assert bool(jnp.all(xy[-1] == 0.0))
+    assert bool(jnp.all(speed >= 0.0))
+    xy2, _, _ = rollout(model, s, ego, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(xy), np.asarray(xy2))
