@@ -62,10 +62,9 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     from pathlib import Path
 
+    from drivesim.pipelines.behaviour import BehaviourExperiment, train_behaviour
     from drivesim.pipelines.defaults import load_experiment
     from drivesim.pipelines.experiment import run
-
-    from drivesim.pipelines.behaviour import BehaviourExperiment, train_behaviour
 
     exp = load_experiment(args.config, args.quick)
     if isinstance(exp, BehaviourExperiment):
@@ -171,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "whose traffic reacts (synthetic dataroots only)",
     )
     b.add_argument(
-        "--agents", default="log", choices=["log", "reactive"], help="log replay or IDM agents (not with truth)"
+        "--agents",
+        default="log",
+        choices=["log", "reactive"],
+        help="log replay or IDM agents (under --engine truth: only the --compare kinematic engine's)",
     )
     b.add_argument("--scenarios", type=int, default=None, help="at most this many scenarios (default: all)")
     b.add_argument("--horizon", type=float, default=8.0, help="seconds of closed loop per scenario")
@@ -211,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser(
-        "train", help="train a world model or a behaviour model (experiments/behaviour_small.py) from an experiment file"
+        "train",
+        help="train a world model or a behaviour model (experiments/behaviour_small.py) from an experiment file",
     )
     t.add_argument("--config", required=True, help="experiments/<name>.py")
     t.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, loss curves, world_model.npz")

@@ -1,4 +1,5 @@
-"""Benchmark validity: do the world-model engine and the reference engine rank planners alike?
+"""Benchmark validity: do two engines (the world-model or the kinematic engine against the kinematic or
+the truth engine, `drivesim bench --compare`) rank planners alike?
 
 Both engines score the same P planners on the same N scenarios, giving two (P, N) arrays of
 per-scenario PDMS. The point estimates are Kendall's tau-b and Spearman's rho between the

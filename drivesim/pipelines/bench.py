@@ -46,36 +46,72 @@ def load_planners(names: str | None, module: str | None) -> dict:
     return planners
 
 
+COMPARE_ENGINES = ("truth", "kinematic")
+
+
+def compare_engine(
+    engine: str, compare: str | None, compare_reference: bool = False, agents: str = "log"
+) -> str | None:
+    """The engine `drivesim bench` compares `engine` with ("truth", "kinematic" or None), or a
+    one-line error for option combinations that cannot run; checked before anything is loaded.
+
+    `--compare-reference` is `--compare kinematic` (giving both with different engines is an
+    error). Comparing an engine with itself is refused: both runs would give the same scores (the
+    engines are deterministic for a seed), so its agreement would say nothing. Under `--engine
+    truth` the agents are the world's; `--agents` then only picks the compared kinematic engine's.
+    """
+    if compare_reference:
+        if compare not in (None, "kinematic"):
+            raise DrivesimError(
+                f"--compare-reference is --compare kinematic and contradicts --compare {compare}: give one of them"
+            )
+        compare = "kinematic"
+    if compare is not None and compare not in COMPARE_ENGINES:
+        raise DrivesimError(f"--compare {compare}: compare with one of {', '.join(COMPARE_ENGINES)}")
+    if compare == engine:
+        other = "kinematic" if engine == "truth" else "truth (synthetic dataroots), or --engine world-model"
+        raise DrivesimError(
+            f"--compare {compare} compares the {engine} engine with itself (the same scores twice): "
+            f"use --compare {other}"
+        )
+    if engine == "truth" and agents != "log" and compare != "kinematic":
+        raise DrivesimError(
+            f"--agents {agents}: under --engine truth the agents are the synthetic world's own traffic "
+            "(with --compare kinematic, --agents picks the compared kinematic engine's)"
+        )
+    return compare
+
+
 def bench(
     out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents="log",
     scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="guided", samples=2,
-    drivable="map", compare_reference=False, quiet=False,
+    drivable="map", compare=None, compare_reference=False, quiet=False,
 ) -> dict:  # fmt: skip
     """Benchmark planners in closed loop (arguments as `drivesim bench`'s options, `horizon` in s);
-    writes results.json, results.csv and figures under `out` and returns the results."""
+    writes results.json, results.csv and figures under `out` and returns the results.
+
+    `compare` ("kinematic" or "truth") also runs that engine on the same scenarios and reports the
+    rank agreement (see `compare_engine`); `compare_reference=True` is `compare="kinematic"`.
+    """
     import jax
 
-    from drivesim.pipelines.benchmark import BenchConfig, run_benchmark
+    from drivesim.pipelines.benchmark import BenchConfig, compared_config, run_benchmark
     from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set, require_synthetic, truth_scenes
     from drivesim.planners.base import check_planner
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
 
-    if compare_reference and engine != "world-model":
-        raise DrivesimError(
-            "--compare-reference compares the world-model engine with the reference: add --engine world-model"
-        )
+    compare = compare_engine(engine, compare, compare_reference, agents)
     if samples < 1:
         raise DrivesimError(f"--samples {samples}: use at least 1")
-    if engine == "truth" and agents != "log":
-        raise DrivesimError(f"--agents {agents}: under --engine truth the agents are the synthetic world's own traffic")
     chosen = load_planners(planners, planner_module)
     root = resolve_dataroot(dataroot, version, quiet)
     truth_cfg = None
-    if engine == "truth":
+    if "truth" in (engine, compare):
         from drivesim.sim.truth_engine import TruthConfig
 
         settings = require_synthetic(root)
+        annotation_range = float(settings.get("annotation_range", 60.0))
     steps = int(round(horizon * 10))
     if steps < 10:
         raise DrivesimError(f"--horizon {horizon}: use at least 1 s")
@@ -89,9 +125,12 @@ def bench(
         except ValueError as e:
             raise DrivesimError(f"--replan-every {replan_every}: {e}") from None
     if engine == "truth":
-        truth_cfg = TruthConfig(sim=sim, annotation_range=float(settings.get("annotation_range", 60.0)))
+        truth_cfg = TruthConfig(sim=sim, annotation_range=annotation_range)
     cfg = BenchConfig(horizon=steps, scenarios=scenarios, seed=seed, batch=batch, sim=sim, wm=wm_cfg,
                       samples=samples, drivable=drivable, truth=truth_cfg)  # fmt: skip
+    compare_cfg = None
+    if compare is not None:
+        compare_cfg = compared_config(cfg, compare, annotation_range if compare == "truth" else 60.0)
     out = Path(out)
     con = console()
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
@@ -116,17 +155,17 @@ def bench(
         model = ModelHandle.of(wm)
         with bar(quiet, "loading keyframes", len({s.scene for s in chosen_scenarios})) as tick:
             contexts = load_contexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history, tick)
-    scenes = truth_scenes(sset) if truth_cfg is not None else None
+    scenes = truth_scenes(sset) if "truth" in (engine, compare) else None
     label = engine + (f" ({layout}, DAC from the {drivable}, {samples} futures)" if wm_cfg else "")
     who = "the world's own" if truth_cfg is not None else agents
+    versus = f", compared with the {compare} engine" if compare else ""
     con.print(f"benchmarking {len(chosen)} planners on {len(chosen_scenarios)} scenarios of {len(sset.names)} logs "
-              f"({horizon:g} s each, {who} agents, {label} engine)")  # fmt: skip
-    total = len(chosen) * len(chosen_scenarios) * (2 if compare_reference else 1)
+              f"({horizon:g} s each, {who} agents, {label} engine{versus})")  # fmt: skip
+    total = len(chosen) * len(chosen_scenarios) * (2 if compare else 1)
     with bar(quiet, "bench", total) as tick:
         results = run_benchmark(sset.stacked, chosen_scenarios, chosen, cfg,
                                 progress=lambda m, name: [tick() for _ in range(m)],
-                                model=model, contexts=contexts, compare_reference=compare_reference,
-                                truth=scenes)  # fmt: skip
+                                model=model, contexts=contexts, compare=compare_cfg, truth=scenes)  # fmt: skip
     results["config"].update({"dataroot": str(root), "version": version})
     if ckpt is not None:
         results["config"]["checkpoint"] = str(ckpt)

@@ -17,8 +17,18 @@ PDMS and the CLS aggregate, and summarised with bootstrap confidence intervals o
 
 Under the world-model engine (`BenchConfig.wm` set) every scenario is rolled out in
 `BenchConfig.samples` sampled futures; a scenario's scores are their mean (and "pdms_worst" the
-worst). `compare_reference` adds the reference engine's scores on the same scenarios and the rank
-agreement (`drivesim.metrics.agreement`).
+worst).
+
+Comparing engines (`run_benchmark(compare=...)`, a second `BenchConfig` made by `compared_config`:
+the kinematic or the truth engine on the same scenarios, seed, horizon, cadence and metrics) adds
+    "compare": "kinematic"|"truth",
+    "agreement": {"compare", "compare_agents", "kendall_tau", "kendall_tau_ci": [lo, hi],
+                  "spearman_rho", "spearman_rho_ci", "max_abs_gap", "resamples", "scenarios"},
+    "ranking_reference": [NAME, ...],
+per planner "pdms_reference" (the compared engine's mean PDMS), "pdms_reference_ci", "pdms_gap"
+(this engine minus the compared one) and "pdms_gap_ci", and per scenario row "pdms_reference".
+The "reference" names are kept from when the compared engine could only be the kinematic one; the
+intervals are bootstraps over scenarios (`drivesim.metrics.agreement`).
 
 Under the truth engine (`BenchConfig.truth` set; `drivesim.sim.truth_engine`) every scenario is
 re-simulated in the synthetic world from its recipe (`run_truth`, host-side, one scenario at a
@@ -329,19 +339,67 @@ def check_routes(logs, scenarios: list[Scenario], cfg: BenchConfig) -> np.ndarra
     return np.concatenate(out) if out else np.zeros(0, bool)
 
 
+def compared_config(cfg: BenchConfig, engine: str, annotation_range: float = 60.0) -> BenchConfig:
+    """`cfg` with its engine swapped for `engine` ("kinematic" or "truth"): the same scenarios,
+    seed, horizon, replan cadence, agents and metrics (what `run_benchmark(compare=...)` runs).
+
+    annotation_range: the truth engine's (the synthetic set's `annotation_range`, in m).
+    """
+    if engine == "kinematic":
+        return dataclasses.replace(cfg, wm=None, truth=None)
+    if engine == "truth":
+        truth = truth_engine.TruthConfig(sim=cfg.sim, annotation_range=annotation_range)
+        return dataclasses.replace(cfg, wm=None, truth=truth)
+    raise ValueError(f"can compare with the kinematic or the truth engine, not {engine!r}")
+
+
+def _check_compare(cfg: BenchConfig, compare: BenchConfig) -> None:
+    if compare.wm is not None:
+        raise ValueError("the compared engine is the kinematic or the truth engine (see compared_config)")
+    if compare.engine == cfg.engine:
+        raise ValueError(f"comparing the {cfg.engine} engine with itself; compare another engine")
+    if dataclasses.replace(compare, wm=None, truth=None) != dataclasses.replace(cfg, wm=None, truth=None):
+        raise ValueError(
+            "the compared engine must run the same scenarios, seed, horizon, cadence and metrics: make its "
+            "config with compared_config(cfg, engine)"
+        )
+
+
+def _run_engine(planners: dict, logs, kept: list[Scenario], cfg: BenchConfig, progress, label: str = "",
+                model=None, contexts=None, truth=None) -> dict:  # fmt: skip
+    """{name: the dict `run_planner` returns} of every planner under cfg's engine; progress
+    descriptions are the planner names followed by `label`."""
+    if cfg.truth is not None:
+        tick = (lambda m, n: progress(m, n + label)) if progress else None
+        return run_truth(planners, logs, kept, cfg, truth, tick)
+    res = {}
+    for name, planner in planners.items():
+        tick = (lambda m, n=name: progress(m, n + label)) if progress else None
+        res[name] = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
+    return res
+
+
 def run_benchmark(
     logs, scenarios: list[Scenario], planners: dict, cfg: BenchConfig, progress=None, model=None, contexts=None,
-    compare_reference: bool = False, truth: TruthScenes | None = None,
+    compare: BenchConfig | None = None, truth: TruthScenes | None = None, compare_reference: bool = False,
 ) -> dict:  # fmt: skip
     """Roll out every planner on every scenario; the results dict of the module docstring.
 
     logs: stacked host arrays of the logs the scenarios index. `progress(advance, description)`
     is called as batches finish. The world-model engine (`cfg.wm`) needs `model` and `contexts`
-    (see `run_planner`), the truth engine (`cfg.truth`) `truth`; `compare_reference` also runs
-    the reference engine on the same scenarios and adds "agreement" and, per planner,
-    "pdms_reference".
+    (see `run_planner`), the truth engine (`cfg.truth`, here or in `compare`) `truth`.
+    `compare` (`compared_config(cfg, "kinematic" | "truth")`) also runs that engine on the same
+    scenarios and adds "compare", "agreement", "ranking_reference" and, per planner,
+    "pdms_reference" and "pdms_gap". `compare_reference=True` is `compare=compared_config(cfg,
+    "kinematic")`, kept for old callers.
     """
-    if cfg.truth is not None and truth is None:
+    if compare_reference:
+        if compare is not None and compare.engine != "kinematic":
+            raise ValueError(f"compare_reference compares with the kinematic engine, but compare is {compare.engine}")
+        compare = compared_config(cfg, "kinematic")
+    if compare is not None:
+        _check_compare(cfg, compare)
+    if truth is None and (cfg.truth is not None or (compare is not None and compare.truth is not None)):
         raise ValueError("the truth engine needs the scenes' plans and slot uids (TruthScenes)")
     t_start = time.perf_counter()
     skipped = []
@@ -360,7 +418,7 @@ def run_benchmark(
     out = {
         "schema": RESULTS_SCHEMA,
         "engine": cfg.engine,
-        "agents": "world" if cfg.truth is not None else cfg.sim.agents,
+        "agents": _agents(cfg),
         "config": {
             "horizon_steps": cfg.horizon,
             "step_seconds": 0.1,
@@ -376,42 +434,49 @@ def run_benchmark(
     }
     if cfg.wm is not None:
         out["config"].update(samples=cfg.samples, layout=cfg.wm.layout, drivable=cfg.drivable)
+    for c in (cfg, compare):
+        if c is not None and c.truth is not None:
+            out["config"].update(annotation_range=c.truth.annotation_range)
+    by_planner = _run_engine(planners, logs, kept, cfg, progress, model=model, contexts=contexts, truth=truth)
     if cfg.truth is not None:
-        out["config"].update(annotation_range=cfg.truth.annotation_range)
-        by_planner = run_truth(planners, logs, kept, cfg, truth, progress)
         out["timing"]["world_seconds"] = next(iter(by_planner.values()))["world_seconds"]
-    per_scenario = {}
-    for name, planner in planners.items():
-        tick = (lambda m, n=name: progress(m, n)) if progress else None
-        if cfg.truth is not None:
-            res = by_planner[name]
-        else:
-            res = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
+    per_scenario, rows_of = {}, {}
+    for name in planners:
+        res = by_planner[name]
         agg, rows = summarise(name, res, kept, cfg)
         out["planners"][name] = agg
         out["scenarios"].extend(rows)
+        rows_of[name] = rows
         out["timing"][name] = {"seconds": res["seconds"], "first_batch_seconds": res["first_batch_seconds"]}
         out.setdefault("_traces", {})[name] = res["ego_xy"]
         per_scenario[name] = res["pdms"]
     out["ranking"] = sorted(out["planners"], key=lambda k: -out["planners"][k]["pdms"])
-    if compare_reference and cfg.wm is not None:
+    if compare is not None:
         from drivesim.metrics.agreement import agreement
 
-        ref_cfg = dataclasses.replace(cfg, wm=None)
+        by_ref = _run_engine(planners, logs, kept, compare, progress, " (reference)", truth=truth)
         ref = {}
-        for name, planner in planners.items():
-            tick = (lambda m, n=name: progress(m, f"{n} (reference)")) if progress else None
-            res = run_planner(planner, logs, kept, ref_cfg, on_batch=tick)
+        for name in planners:
+            res = by_ref[name]
             ref[name] = res["pdms"]
             out["planners"][name]["pdms_reference"] = float(np.mean(res["pdms"]))
             out["planners"][name]["pdms_reference_ci"] = list(bootstrap_ci(res["pdms"], cfg.bootstrap, cfg.seed))
             out["timing"][f"{name} (reference)"] = {"seconds": res["seconds"]}
+            for row, pdms in zip(rows_of[name], res["pdms"], strict=True):
+                row["pdms_reference"] = float(pdms)
         names = list(planners)
         agree = agreement(np.stack([per_scenario[k] for k in names]), np.stack([ref[k] for k in names]), names,
                           resamples=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
-        out["agreement"] = {k: v for k, v in agree.items() if k != "planners"}
+        out["compare"] = compare.engine
+        out["agreement"] = {"compare": compare.engine, "compare_agents": _agents(compare),
+                            **{k: v for k, v in agree.items() if k != "planners"}}  # fmt: skip
         for k in names:
             out["planners"][k].update({f: agree["planners"][k][f] for f in ("pdms_gap", "pdms_gap_ci")})
         out["ranking_reference"] = sorted(names, key=lambda k: -out["planners"][k]["pdms_reference"])
     out["timing"]["total_seconds"] = time.perf_counter() - t_start
     return out
+
+
+def _agents(cfg: BenchConfig) -> str:
+    """Who moves the other road users: "log", "idm", or the synthetic world's own traffic ("world")."""
+    return "world" if cfg.truth is not None else cfg.sim.agents

@@ -36,8 +36,9 @@ def leaderboard(results: dict):
     ref = "agreement" in results
     if wm:
         t.add_column("worst", justify="right")
+    other = results.get("compare", "kinematic")  # results written before --compare: the kinematic engine
     if ref:
-        t.add_column("reference PDMS", justify="right")
+        t.add_column(f"{other} PDMS", justify="right")
         t.add_column("gap", justify="right")
     for i, name in enumerate(results["ranking"]):
         p = results["planners"][name]
@@ -52,7 +53,7 @@ def leaderboard(results: dict):
     if ref:
         a = results["agreement"]
         t.caption = (
-            f"rank agreement with the reference engine: Kendall tau {a['kendall_tau']:.3f} "
+            f"rank agreement with the {other} engine: Kendall tau {a['kendall_tau']:.3f} "
             f"[{a['kendall_tau_ci'][0]:.3f}, {a['kendall_tau_ci'][1]:.3f}], Spearman rho {a['spearman_rho']:.3f} "
             f"[{a['spearman_rho_ci'][0]:.3f}, {a['spearman_rho_ci'][1]:.3f}]; largest |PDMS gap| {a['max_abs_gap']:.3f}"
         )

@@ -56,3 +56,16 @@ def test_bootstrap_interval_contains_the_mean_and_narrows():
     lo2, hi2 = bootstrap_ci(big, 1000, 0)
     assert hi2 - lo2 < hi - lo
     assert bootstrap_ci(np.ones(5), 100, 0) == (1.0, 1.0)
+
+
+def test_the_compared_engine_runs_the_same_scenarios_seed_and_horizon():
+    from drivesim.pipelines.benchmark import compared_config
+
+    cfg = BenchConfig(horizon=20, seed=3)
+    for other in (dataclasses.replace(cfg, seed=4), dataclasses.replace(cfg, horizon=30)):
+        with pytest.raises(ValueError, match="compared_config"):  # refused before anything runs (no logs needed)
+            run_benchmark(None, [], {}, cfg, compare=compared_config(other, "truth"))
+    with pytest.raises(ValueError, match="itself"):
+        run_benchmark(None, [], {}, cfg, compare=compared_config(cfg, "kinematic"))
+    with pytest.raises(ValueError, match="TruthScenes"):
+        run_benchmark(None, [], {}, cfg, compare=compared_config(cfg, "truth"))
