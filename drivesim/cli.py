@@ -171,10 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--agents",
-        default="log",
-        choices=["log", "reactive"],
-        help="log replay or IDM agents (under --engine truth: only the --compare kinematic engine's)",
+        default=None,
+        choices=["log", "reactive", "learned", "cv"],
+        help="the other road users: log replay, reactive IDM, learned (the behaviour model) or cv (constant "
+        "velocity, its stand-in). Default: log for the kinematic engine, learned for the world model's free "
+        "layout, log for its guided pass-through (under --engine truth: only the --compare kinematic engine's)",
     )
+    b.add_argument("--behaviour", default=None, help="behaviour model for learned agents (default: the shipped one)")
     b.add_argument("--scenarios", type=int, default=None, help="at most this many scenarios (default: all)")
     b.add_argument("--horizon", type=float, default=8.0, help="seconds of closed loop per scenario")
     b.add_argument("--replan-every", type=int, default=1, help="simulator steps (0.1 s) between planner calls")
@@ -183,11 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=None, help="world model (default: the shipped one)")
     b.add_argument(
         "--layout",
-        default="guided",
-        choices=["free", "guided"],
-        help="world-model engine: the model renders the reference's agents (guided, the default: with --drivable "
-        "map the setting whose ranking agrees with the reference's, experiments/results/wm_validity.json) or "
-        "forecasts them itself (free)",
+        default="free",
+        choices=["free", "guided", "grid"],
+        help="world-model engine: free (the default) renders the behaviour model's agents (--agents learned, or cv "
+        "for the ablation); guided is a debugging pass-through: the model renders the log's (or reactive IDM) "
+        "agents and the scores see them as given; grid reads the agents off the predicted BEV (the earlier free mode)",
     )
     b.add_argument("--samples", type=int, default=2, help="world-model engine: sampled futures per scenario")
     b.add_argument(
@@ -266,7 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ego-planner", default=None, help="without an ego edit, the ego drives with this built-in planner"
     )
     cf.add_argument("--list-agents", action="store_true", help="list the agents at t0 (their IDs) and stop")
-    cf.add_argument("--agents", default="log", choices=["log", "reactive"], help="the others: edited log replay or IDM")
+    cf.add_argument(
+        "--agents",
+        default="learned",
+        choices=["learned", "cv", "log", "reactive"],
+        help="the others: learned (the default: the behaviour model, free-running, they react to the edit), cv "
+        "(constant velocity), or the guided pass-through of the edited log or of reactive IDM",
+    )
+    cf.add_argument("--behaviour", default=None, help="behaviour model (default: the shipped one)")
     cf.add_argument("--samples", type=int, default=2, help="sampled futures")
     cf.add_argument("--horizon", type=float, default=4.0, help="seconds to generate")
     cf.add_argument("--checkpoint", default=None, help="world model .npz (default: the shipped one)")

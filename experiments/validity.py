@@ -38,10 +38,10 @@ from pathlib import Path
 SETTINGS = {
     "kinematic / log": dict(agents="log", wm=False),
     "kinematic / reactive IDM": dict(agents="idm", wm=False),
-    "kinematic / learned": dict(agents="learned", wm=False),
     "world model / learned (free)": dict(agents="learned", wm=True),
     "world model / constant velocity": dict(agents="cv", wm=True),
     "world model / reactive IDM (guided)": dict(agents="idm", wm=True),
+    "kinematic / learned": dict(agents="learned", wm=False),
     "world model / log (guided)": dict(agents="log", wm=True),
 }
 DATAROOT = "data/heldout/seed7"

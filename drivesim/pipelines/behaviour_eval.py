@@ -119,11 +119,19 @@ def rollouts(logs, starts, mode: str, behaviour, samples: int, horizon: int, see
 
 def truth_windows(logs, pairs, horizon: int) -> dict:
     """The logged agents over each scenario's horizon: xy (S, H + 1, A, 2), yaw, speed, valid
-    (S, H + 1, A), size (S, A, 3), category (S, A), and the map (raster per scenario)."""
-    out = {k: [] for k in ("xy", "yaw", "speed", "valid", "size", "category", "raster", "origin", "res")}
+    (S, H + 1, A), size (S, A, 3), category (S, A), the ego's box centre ego (S, H + 1, 2) and the
+    map (raster per scenario)."""
+    from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER
+
+    keys = ("xy", "yaw", "speed", "valid", "size", "category", "ego", "raster", "origin", "res")
+    out = {k: [] for k in keys}
     for i, t0 in pairs:
         ag = logs[i].agents
         sl = slice(t0, t0 + horizon + 1)
+        eyaw = np.asarray(logs[i].ego.yaw)[sl]
+        out["ego"].append(
+            np.asarray(logs[i].ego.xy)[sl] + EGO_REAR_AXLE_TO_CENTER * np.stack([np.cos(eyaw), np.sin(eyaw)], -1)
+        )
         out["xy"].append(np.swapaxes(np.asarray(ag.xy)[:, sl], 0, 1))
         out["yaw"].append(np.asarray(ag.yaw)[:, sl].T)
         out["speed"].append(np.linalg.norm(np.asarray(ag.velocity)[:, sl], axis=-1).T)
@@ -147,6 +155,17 @@ def with_cv_fallback(idm: dict, cv: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ metrics
+ANNOTATION_RANGE = 60.0
+"""The truth annotates agents this close to the ego (m); simulated agents are judged likewise."""
+
+
+def in_range(pred: dict, truth: dict) -> np.ndarray:
+    """(S, K, H + 1, A) simulated agents that are present and within the annotation range of the
+    ego (the truth's own rule), so that plausibility and realism compare like with like."""
+    d = np.linalg.norm(pred["xy"] - truth["ego"][:, None, :, None], axis=-1)
+    return pred["valid"] & (d < ANNOTATION_RANGE)
+
+
 def displacement(pred: dict, truth: dict, horizons=(30, 80), miss: float = 2.0) -> dict:
     """minADE / minFDE / miss rate at each horizon (sim steps), over agents present at the start,
     at keyframes (every 0.5 s)."""
@@ -205,6 +224,7 @@ def plausibility(pred: dict, truth: dict) -> dict:
     ks = np.arange(0, pred["xy"].shape[2], KEY_STEPS)
     S, K = pred["xy"].shape[:2]
     start = truth["valid"][:, 0]
+    seen = in_range(pred, truth)
     col_p, col_t, off_p, off_t = [], [], [], []
     for s in range(S):
         size = truth["size"][s]
@@ -216,7 +236,7 @@ def plausibility(pred: dict, truth: dict) -> dict:
         dr_t = _drivable(truth["raster"][s], truth["origin"][s], truth["res"][s], truth["xy"][s, ks])  # (n, A)
         off_t.append((~dr_t & tv).any(0)[veh])
         for k in range(K):
-            pv = pred["valid"][s, k, ks] & start[s][None]
+            pv = seen[s, k, ks] & start[s][None]
             col_p.append(np.asarray(_collided(pred["xy"][s, k, ks], pred["yaw"][s, k, ks], size, pv))[start[s]])
             dr_p = _drivable(truth["raster"][s], truth["origin"][s], truth["res"][s], pred["xy"][s, k, ks])
             off_p.append((~dr_p & pv).any(0)[veh])
@@ -275,6 +295,7 @@ def realism(pred: dict, truth: dict) -> dict:
     """JSD of each feature's distribution, prediction (all samples) vs truth."""
     ks = np.arange(0, pred["xy"].shape[2], KEY_STEPS)
     S, K = pred["xy"].shape[:2]
+    seen = in_range(pred, truth)
     fp, ft = {k: [] for k in BINS}, {k: [] for k in BINS}
     for s in range(S):
         start = truth["valid"][s, 0]
@@ -284,7 +305,7 @@ def realism(pred: dict, truth: dict) -> dict:
         ).items():
             ft[k].append(v)
         for j in range(K):
-            pv = pred["valid"][s, j, ks] & start[None]
+            pv = seen[s, j, ks] & start[None]
             feats = _kinematics(
                 pred["xy"][s, j, ks], pred["yaw"][s, j, ks], pred["speed"][s, j, ks], pv, truth["size"][s]
             )
@@ -389,7 +410,9 @@ def reactivity(cases, edit_step: int, horizon: int, behaviour, samples: int = 6,
     ks = np.arange(edit_step + KEY_STEPS, edit_step + horizon + 1, KEY_STEPS)
     rows = {m: {} for m in (*MODES, "log_replay")}
     for i, c in enumerate(cases):
-        m = c["valid"][:, ks] & c["affected"][:, None]  # (A, n)
+        # the agents the models simulate: those in the log at the edit
+        present = np.asarray(c["log"].agents.valid)[:, edit_step]
+        m = c["valid"][:, ks] & (c["affected"] & present)[:, None]  # (A, n)
         if not m.any():
             continue
         truth = c["truth_xy"][:, ks]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from drivesim.errors import DrivesimError
-from drivesim.pipelines.defaults import DEFAULT_CHECKPOINT, console, resolve_dataroot
+from drivesim.pipelines.defaults import DEFAULT_BEHAVIOUR, DEFAULT_CHECKPOINT, console, resolve_dataroot
 from drivesim.progress import bar
 
 
@@ -82,10 +82,42 @@ def compare_engine(
     return compare
 
 
+def resolve_agents(engine: str, layout: str, agents: str | None) -> str:
+    """The `--agents` setting for an engine and world-model layout (None: its default), or a
+    one-line error for a combination that cannot run."""
+    if layout not in LAYOUTS:
+        raise DrivesimError(f"--layout {layout}: use one of {', '.join(LAYOUTS)}")
+    if agents is not None and agents not in AGENTS:
+        raise DrivesimError(f"--agents {agents}: use one of {', '.join(AGENTS)}")
+    if engine != "world-model":
+        return agents or "log"
+    if layout == "free":
+        agents = agents or "learned"
+        if agents not in ("learned", "cv"):
+            raise DrivesimError(
+                f"--agents {agents}: the free-running world model simulates its agents (learned, or cv for the "
+                "ablation); to render the log's or IDM agents use --layout guided (a pass-through)"
+            )
+        return agents
+    agents = agents or "log"
+    if layout == "guided" and agents not in ("log", "reactive"):
+        raise DrivesimError(
+            f"--agents {agents}: --layout guided passes the log's or IDM agents through; simulated agents "
+            "are --layout free"
+        )
+    if layout == "grid" and agents != "log":
+        raise DrivesimError("--layout grid reads the agents off the predicted BEV: it takes no --agents")
+    return agents
+
+
+AGENTS = ("log", "reactive", "learned", "cv")
+LAYOUTS = ("free", "guided", "grid")
+
+
 def bench(
-    out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents="log",
-    scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="guided", samples=2,
-    drivable="map", compare=None, compare_reference=False, quiet=False,
+    out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents=None,
+    scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="free", samples=2,
+    drivable="map", compare=None, compare_reference=False, quiet=False, behaviour=None,
 ) -> dict:  # fmt: skip
     """Benchmark planners in closed loop (arguments as `drivesim bench`'s options, `horizon` in s);
     writes results.json, results.csv and figures under `out` and returns the results.
@@ -101,6 +133,7 @@ def bench(
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
 
+    agents = resolve_agents(engine, layout, agents)
     compare = compare_engine(engine, compare, compare_reference, agents)
     if samples < 1:
         raise DrivesimError(f"--samples {samples}: use at least 1")
@@ -115,13 +148,13 @@ def bench(
     steps = int(round(horizon * 10))
     if steps < 10:
         raise DrivesimError(f"--horizon {horizon}: use at least 1 s")
-    sim = SimConfig(agents={"reactive": "idm", "log": "log"}[agents], replan_every=replan_every)
+    sim = SimConfig(agents={"reactive": "idm"}.get(agents, agents), replan_every=replan_every)
     wm_cfg = None
     if engine == "world-model":
         from drivesim.sim.wm_engine import WMConfig
 
         try:
-            wm_cfg = WMConfig(sim=sim, layout=layout == "guided")
+            wm_cfg = WMConfig(sim=sim, layout=layout != "grid")
         except ValueError as e:
             raise DrivesimError(f"--replan-every {replan_every}: {e}") from None
     if engine == "truth":
@@ -136,8 +169,14 @@ def bench(
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
     chosen_scenarios = sset.scenarios
     first = chosen_scenarios[0]
+    handle = None
+    if sim.agents == "learned":
+        from drivesim.model.behaviour_file import load_behaviour
+        from drivesim.sim.learned_agents import BehaviourHandle
+
+        handle = BehaviourHandle.of(load_behaviour(Path(behaviour) if behaviour else DEFAULT_BEHAVIOUR))
     sample_obs = jax.eval_shape(
-        lambda lg: observe(reset(lg, first.t0, None, cfg.sim), cfg.sim), sset.logs[first.log_index]
+        lambda lg, h: observe(reset(lg, first.t0, None, cfg.sim, h), cfg.sim), sset.logs[first.log_index], handle
     )
     for p in chosen.values():
         try:
@@ -165,8 +204,11 @@ def bench(
     with bar(quiet, "bench", total) as tick:
         results = run_benchmark(sset.stacked, chosen_scenarios, chosen, cfg,
                                 progress=lambda m, name: [tick() for _ in range(m)],
-                                model=model, contexts=contexts, compare=compare_cfg, truth=scenes)  # fmt: skip
+                                model=model, contexts=contexts, compare=compare_cfg, truth=scenes,
+                                behaviour=handle)  # fmt: skip
     results["config"].update({"dataroot": str(root), "version": version})
+    if handle is not None:
+        results["config"]["behaviour"] = str(behaviour or DEFAULT_BEHAVIOUR)
     if ckpt is not None:
         results["config"]["checkpoint"] = str(ckpt)
     con.print(report.leaderboard(results))

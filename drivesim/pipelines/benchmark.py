@@ -49,7 +49,7 @@ from drivesim.data.loader import LoadConfig
 from drivesim.metrics.pdms import MetricConfig
 from drivesim.sim import truth_engine, wm_engine
 from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
-from drivesim.sim.engine import SimConfig, Trace, reset, rollout
+from drivesim.sim.engine import SimConfig, Trace, reset, rollout, simulates_agents
 from drivesim.sim.scenarios import TAGS, Scenario
 
 SCORE_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress")
@@ -107,15 +107,15 @@ def _run_batch_fn(planner, cfg: BenchConfig):
     are hashable, so benchmarking a planner again reuses its compiled program)."""
     terms_fn = pdms_terms(cfg.metrics)
 
-    def one(log, t0, key):
+    def one(log, t0, key, behaviour):
         params = planner.init(jax.random.key(cfg.seed))
-        state = reset(log, t0, key, cfg.sim)
+        state = reset(log, t0, key, cfg.sim, behaviour)
         _, trace = rollout(state, planner, params, cfg.horizon, key, cfg.sim, terms_fn)
         scores = evaluate(state, trace, cfg.horizon, cfg.metrics)
         nan_step = jnp.where(trace.plan_nan.any(), jnp.argmax(trace.plan_nan), -1)
         return scores, trace.ego.xy, state.route_ok, nan_step
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -123,12 +123,14 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
     """jit(vmap) of reset -> `samples` sampled rollouts -> evaluate under the world-model engine."""
     terms_fn = wm_pdms_terms(cfg.metrics, cfg.drivable)
 
-    def one(handle, log, t0, context, key):
+    def one(handle, log, t0, context, key, behaviour):
         params = planner.init(jax.random.key(cfg.seed))
-        state = wm_engine.reset(handle, log, t0, context, key, cfg.wm)
+        state = wm_engine.reset(handle, log, t0, context, key, cfg.wm, behaviour)
 
         def future(k):
-            _, tr = wm_engine.rollout(handle, state, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
+            # simulated agents: each future draws its own (from the same start)
+            st = wm_engine.reset(handle, log, t0, context, k, cfg.wm, behaviour) if simulates_agents(cfg.sim) else state
+            _, tr = wm_engine.rollout(handle, st, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
             trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
             scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics)
             nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
@@ -139,7 +141,7 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
         scores = jax.tree.map(lambda a: a.mean(0), scores)
         return scores, ego_xy[0], state.base.route_ok, nan_step.max(), worst
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,14 +222,27 @@ def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig,
 
 
 def run_planner(
-    planner, logs, scenarios: list[Scenario], cfg: BenchConfig, on_batch=None, model=None, contexts=None, truth=None
+    planner,
+    logs,
+    scenarios: list[Scenario],
+    cfg: BenchConfig,
+    on_batch=None,
+    model=None,
+    contexts=None,
+    truth=None,
+    behaviour=None,
 ) -> dict:
     """Scores of one planner on scenarios (logs: stacked host arrays). Returns host arrays.
 
     The world-model engine (`cfg.wm`) also needs `model` (a `wm_engine.ModelHandle`) and
     `contexts` (a `wm_engine.Context` of stacked host arrays, one row per scenario); the truth
-    engine (`cfg.truth`) needs `truth` (`TruthScenes` of the logs).
+    engine (`cfg.truth`) needs `truth` (`TruthScenes` of the logs); learned agents
+    (`cfg.sim.agents == "learned"`) need `behaviour` (a `learned_agents.BehaviourHandle`).
     """
+    if cfg.sim.agents == "learned" and behaviour is None and cfg.truth is None:
+        raise ValueError("learned agents need the behaviour model (run_planner(..., behaviour=...))")
+    if cfg.sim.agents != "learned":
+        behaviour = None  # one compiled program whatever is passed
     if cfg.truth is not None:
         if truth is None:
             raise ValueError("the truth engine needs the scenes' plans and slot uids (TruthScenes)")
@@ -252,12 +267,14 @@ def run_planner(
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(cfg.seed), i))(jnp.arange(start, start + cfg.batch))
         tic = time.perf_counter()
         if cfg.wm is None:
-            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys))
+            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys, behaviour))
             worst = scores.pdms
         else:
             rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
             ctx = jax.tree.map(lambda a, r=rows: a[r], contexts)
-            scores, ego_xy, route_ok, nan_step, worst = jax.block_until_ready(fn(model, batch_logs, t0s, ctx, keys))
+            scores, ego_xy, route_ok, nan_step, worst = jax.block_until_ready(
+                fn(model, batch_logs, t0s, ctx, keys, behaviour)
+            )
         if t_compile is None:
             t_compile = time.perf_counter() - tic
         m = len(chunk)
@@ -347,9 +364,10 @@ def compared_config(cfg: BenchConfig, engine: str, annotation_range: float = 60.
     """
     if engine == "kinematic":
         return dataclasses.replace(cfg, wm=None, truth=None)
-    if engine == "truth":
-        truth = truth_engine.TruthConfig(sim=cfg.sim, annotation_range=annotation_range)
-        return dataclasses.replace(cfg, wm=None, truth=truth)
+    if engine == "truth":  # the world's own traffic: the agent setting does not apply
+        sim = dataclasses.replace(cfg.sim, agents="log")
+        truth = truth_engine.TruthConfig(sim=sim, annotation_range=annotation_range)
+        return dataclasses.replace(cfg, sim=sim, wm=None, truth=truth)
     raise ValueError(f"can compare with the kinematic or the truth engine, not {engine!r}")
 
 
@@ -358,7 +376,11 @@ def _check_compare(cfg: BenchConfig, compare: BenchConfig) -> None:
         raise ValueError("the compared engine is the kinematic or the truth engine (see compared_config)")
     if compare.engine == cfg.engine:
         raise ValueError(f"comparing the {cfg.engine} engine with itself; compare another engine")
-    if dataclasses.replace(compare, wm=None, truth=None) != dataclasses.replace(cfg, wm=None, truth=None):
+
+    def same(c: BenchConfig) -> BenchConfig:
+        return dataclasses.replace(c, wm=None, truth=None, sim=dataclasses.replace(c.sim, agents="log"))
+
+    if same(compare) != same(cfg):
         raise ValueError(
             "the compared engine must run the same scenarios, seed, horizon, cadence and metrics: make its "
             "config with compared_config(cfg, engine)"
@@ -366,7 +388,7 @@ def _check_compare(cfg: BenchConfig, compare: BenchConfig) -> None:
 
 
 def _run_engine(planners: dict, logs, kept: list[Scenario], cfg: BenchConfig, progress, label: str = "",
-                model=None, contexts=None, truth=None) -> dict:  # fmt: skip
+                model=None, contexts=None, truth=None, behaviour=None) -> dict:  # fmt: skip
     """{name: the dict `run_planner` returns} of every planner under cfg's engine; progress
     descriptions are the planner names followed by `label`."""
     if cfg.truth is not None:
@@ -375,19 +397,23 @@ def _run_engine(planners: dict, logs, kept: list[Scenario], cfg: BenchConfig, pr
     res = {}
     for name, planner in planners.items():
         tick = (lambda m, n=name: progress(m, n + label)) if progress else None
-        res[name] = run_planner(planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts)
+        res[name] = run_planner(
+            planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts, behaviour=behaviour
+        )
     return res
 
 
 def run_benchmark(
     logs, scenarios: list[Scenario], planners: dict, cfg: BenchConfig, progress=None, model=None, contexts=None,
     compare: BenchConfig | None = None, truth: TruthScenes | None = None, compare_reference: bool = False,
+    behaviour=None,
 ) -> dict:  # fmt: skip
     """Roll out every planner on every scenario; the results dict of the module docstring.
 
     logs: stacked host arrays of the logs the scenarios index. `progress(advance, description)`
     is called as batches finish. The world-model engine (`cfg.wm`) needs `model` and `contexts`
-    (see `run_planner`), the truth engine (`cfg.truth`, here or in `compare`) `truth`.
+    (see `run_planner`), the truth engine (`cfg.truth`, here or in `compare`) `truth`, learned
+    agents (`cfg.sim.agents == "learned"`, here or in `compare`) `behaviour`.
     `compare` (`compared_config(cfg, "kinematic" | "truth")`) also runs that engine on the same
     scenarios and adds "compare", "agreement", "ranking_reference" and, per planner,
     "pdms_reference" and "pdms_gap". `compare_reference=True` is `compare=compared_config(cfg,
@@ -437,7 +463,9 @@ def run_benchmark(
     for c in (cfg, compare):
         if c is not None and c.truth is not None:
             out["config"].update(annotation_range=c.truth.annotation_range)
-    by_planner = _run_engine(planners, logs, kept, cfg, progress, model=model, contexts=contexts, truth=truth)
+    by_planner = _run_engine(
+        planners, logs, kept, cfg, progress, model=model, contexts=contexts, truth=truth, behaviour=behaviour
+    )
     if cfg.truth is not None:
         out["timing"]["world_seconds"] = next(iter(by_planner.values()))["world_seconds"]
     per_scenario, rows_of = {}, {}
@@ -454,7 +482,7 @@ def run_benchmark(
     if compare is not None:
         from drivesim.metrics.agreement import agreement
 
-        by_ref = _run_engine(planners, logs, kept, compare, progress, " (reference)", truth=truth)
+        by_ref = _run_engine(planners, logs, kept, compare, progress, " (reference)", truth=truth, behaviour=behaviour)
         ref = {}
         for name in planners:
             res = by_ref[name]

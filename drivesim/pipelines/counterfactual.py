@@ -1,11 +1,15 @@
 """Counterfactual scenarios ("what if?"): a scene from t0 under edits, through the world model.
 
 `run_counterfactual` edits a log (`drivesim.sim.edits`), drives the ego (a commanded path, a
-planner, or the log), and generates the future with the layout-guided world-model engine, twice:
-unedited and edited, `samples` futures each. It scores the ego under both (the world-model engine's
+planner, or the log), and generates the future with the world-model engine, twice:
+unedited and edited, `samples` futures each. Free-running (the default, `agents="learned"`) the
+other agents are the behaviour model's, sampled per future and reacting to the edit and the ego;
+"cv" puts them at constant velocity; "log" / "reactive" is the guided pass-through of the edited
+log (or of reactive IDM). It scores the ego under both (the world-model engine's
 PDMS terms, mean and worst over futures; and the reference engine's on the edited log) and, on a
 synthetic dataroot, re-simulates the same edits in the synthetic world — the true counterfactual —
-and measures the generation against it (occupancy IoU, agent IoU, camera PSNR per keyframe).
+and measures the generation against it (occupancy IoU, agent IoU, camera PSNR per keyframe; the
+mean displacement of the log's agents from their true positions).
 
 The ego of the truth drives exactly the path the ego drove in the first sampled future, so the
 fidelity numbers measure the world, not the ego.
@@ -99,10 +103,10 @@ def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
     terms_fn = wm_pdms_terms(metrics)
 
     @jax.jit
-    def run(handle, log, t0, context, params, keys):
-        state = wm_engine.reset(handle, log, t0, context, None, cfg)
-
+    def run(handle, log, t0, context, params, keys, behaviour):
         def one(key):
+            # each future draws its own simulated agents (learned / cv); other agents ignore the key
+            state = wm_engine.reset(handle, log, t0, context, key, cfg, behaviour)
             _, tr = wm_engine.rollout(handle, state, planner, params, horizon, key, cfg, terms_fn)
             trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
             return evaluate(state.base, trace, horizon, metrics), tr
@@ -112,9 +116,10 @@ def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
     return run
 
 
-def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, metrics):
+def _run(handle, log, t0, context, planner, params, horizon, keys, cfg, metrics, behaviour=None):
     """K sampled world-model rollouts (one per key) and their scores; host arrays."""
-    scores, tr = _run_fn(planner, horizon, cfg, metrics)(handle, log, jnp.int32(t0), context, params, keys)
+    fn = _run_fn(planner, horizon, cfg, metrics)
+    scores, tr = fn(handle, log, jnp.int32(t0), context, params, keys, behaviour)
     return jax.tree.map(np.asarray, scores), jax.tree.map(np.asarray, tr)
 
 
@@ -124,16 +129,16 @@ def _reference_fn(planner, horizon: int, sim_cfg, metrics):
     from drivesim.sim.closed_loop import evaluate, pdms_terms
 
     @jax.jit
-    def run(log, t0, params):
-        state = engine.reset(log, t0, None, sim_cfg)
+    def run(log, t0, params, behaviour):
+        state = engine.reset(log, t0, jax.random.key(0), sim_cfg, behaviour)
         _, trace = engine.rollout(state, planner, params, horizon, jax.random.key(0), sim_cfg, pdms_terms(metrics))
         return evaluate(state, trace, horizon, metrics)
 
     return run
 
 
-def _reference(log, t0, planner, params, horizon, sim_cfg, metrics):
-    scores = _reference_fn(planner, horizon, sim_cfg, metrics)(log, jnp.int32(t0), params)
+def _reference(log, t0, planner, params, horizon, sim_cfg, metrics, behaviour=None):
+    scores = _reference_fn(planner, horizon, sim_cfg, metrics)(log, jnp.int32(t0), params, behaviour)
     return {k: float(np.asarray(getattr(scores, k))) for k in SCORE_KEYS}
 
 
@@ -153,13 +158,17 @@ def run_counterfactual(
     horizon: float = 4.0,
     samples: int = 2,
     planner=None,
-    agents: str = "log",
+    agents: str = "learned",
     seed: int = 0,
+    behaviour=None,
 ) -> Counterfactual:
     """Generate `scene` from `t0` (s, a keyframe) under `edits` (`drivesim.sim.edits`), beside the
     unedited generation and, on synthetic data, the true re-simulation (see the module docstring).
 
     The ego follows an ego edit's path if there is one, else `planner` (closed loop), else the log.
+    `agents`: "learned" (free-running: the behaviour model's agents, `behaviour` its handle, react
+    to the edit), "cv" (constant velocity), or the guided pass-through of the edited log ("log")
+    or of reactive IDM ("reactive").
     """
     from drivesim.metrics.pdms import MetricConfig
     from drivesim.planners.builtin import FollowPoses, LogReplay
@@ -204,13 +213,17 @@ def run_counterfactual(
 
     sc = Scenario(scene=scene, log_index=0, t0=step0, horizon=steps, tags=())
     context = jax.tree.map(lambda a: a[0], load_contexts(dataroot, version, [sc], mcfg.frame_size, mcfg.history))
-    sim_cfg = SimConfig(agents="idm" if agents == "reactive" else "log")
+    sim_cfg = SimConfig(agents={"reactive": "idm"}.get(agents, agents))
+    if sim_cfg.agents != "learned":
+        behaviour = None
+    elif behaviour is None:
+        raise ValueError("agents='learned' needs the behaviour model (behaviour=BehaviourHandle.of(model))")
     cfg = wm_engine.WMConfig(sim=sim_cfg, layout=True, decode_cameras=True)
     metrics = MetricConfig()
     keys = jax.random.split(jax.random.key(seed), samples)
-    orig_scores, orig = _run(handle, log, step0, context, LogReplay(), None, steps, keys, cfg, metrics)
-    edit_scores, edit = _run(handle, edited_log, step0, context, drive, params, steps, keys, cfg, metrics)
-    reference = _reference(edited_log, step0, drive, params, steps, sim_cfg, metrics)
+    orig_scores, orig = _run(handle, log, step0, context, LogReplay(), None, steps, keys, cfg, metrics, behaviour)
+    edit_scores, edit = _run(handle, edited_log, step0, context, drive, params, steps, keys, cfg, metrics, behaviour)
+    reference = _reference(edited_log, step0, drive, params, steps, sim_cfg, metrics, behaviour)
 
     def ego_frames(tr):
         xy = tr.key_xy  # (K, F + 1, 2)
@@ -227,6 +240,9 @@ def run_counterfactual(
     if truth is not None:
         truth_images, truth_bev = model_view(truth["frames"], truth["occupancy"], mcfg)
         fidelity = _fidelity(edit.grids[:, 1:], edit.images[:, 1:], truth_bev, truth_images)
+        fidelity["mean"]["agent_displacement"] = _displacement(
+            edit.agents.xy, truth["agents_xy"], truth["agents_valid"]
+        )
     return Counterfactual(
         scene=scene, t0=t0, edits=[E.spec_of(e) for e in edits], ego=ego_name, horizon=F / 2,
         context_images=ctx_images, context_bev=ctx_bev,
@@ -259,7 +275,32 @@ def _truth(dataroot: Path, scene, log, info, step0, agent_edits, edit_trace, F, 
     k0 = step0 // 5
     w = record_window(record, k0 + 1, k0 + F + 1, mcfg.frame_size, int(synth.get("image_width", 160)),
                       int(synth.get("jpeg_quality", 90)))  # fmt: skip
+    # the true positions of the log's agents present at t0, by slot, at the keyframes
+    from drivesim.pipelines.world_edits import synth_uid
+
+    A = np.asarray(log.agents.valid).shape[0]
+    xy, valid = np.zeros((A, F, 2)), np.zeros((A, F), bool)
+    slot_of = {u: k for k, u in enumerate(record.uids)}
+    steps = np.minimum(step0 + 5 * np.arange(1, F + 1), len(record.time) - 1)
+    for a in range(A):
+        if not (np.asarray(log.agents.valid)[a, step0] and info.agent_tokens[a]):
+            continue
+        k = slot_of.get(synth_uid(info, a))
+        if k is None:
+            continue
+        xy[a], valid[a] = record.center[k, steps], record.active[k, steps]
+    w["agents_xy"], w["agents_valid"] = xy, valid
     return w
+
+
+def _displacement(trace_xy, truth_xy, truth_valid) -> float:
+    """Mean distance (m) between generated and true positions of the log's agents at the
+    keyframes (trace_xy: (K, steps + 1, A', 2) at 10 Hz; truth: (A, F, 2) / (A, F))."""
+    A, F = truth_valid.shape
+    gen = trace_xy[:, 5 * np.arange(1, F + 1)][:, :, :A]  # (K, F, A, 2)
+    d = np.linalg.norm(gen - np.swapaxes(truth_xy, 0, 1)[None], axis=-1)
+    m = np.swapaxes(truth_valid, 0, 1)[None]
+    return float((d * m).sum() / max(m.sum() * d.shape[0], 1))
 
 
 def _fidelity(bev, images, truth_bev, truth_images) -> dict:
@@ -301,7 +342,8 @@ def list_scene_agents(scene: str, t0: float, dataroot=None, version="v1.0-mini",
 
 
 def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, dataroot=None, version="v1.0-mini",
-                   agents="log", samples=2, horizon=4.0, checkpoint=None, seed=0, quiet=False) -> dict:  # fmt: skip
+                   agents="learned", samples=2, horizon=4.0, checkpoint=None, seed=0, quiet=False,
+                   behaviour=None) -> dict:  # fmt: skip
     """`drivesim counterfactual`: `scene` from `t0` under `edits` (CLI specs); writes
     counterfactual.json, .gif and .png under `out` and returns the summary."""
     import time
@@ -324,8 +366,15 @@ def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, datar
     if out.exists() and not out.is_dir():
         raise DrivesimError(f"--out {out} is a file; give a folder")
     tic = time.perf_counter()
+    handle = None
+    if agents == "learned":
+        from drivesim.model.behaviour_file import load_behaviour
+        from drivesim.pipelines.defaults import DEFAULT_BEHAVIOUR
+        from drivesim.sim.learned_agents import BehaviourHandle
+
+        handle = BehaviourHandle.of(load_behaviour(behaviour or DEFAULT_BEHAVIOUR))
     cf = run_counterfactual(wm_engine.ModelHandle.of(model), root, version, scene, t0, parsed, horizon=horizon,
-                            samples=samples, planner=planner, agents=agents, seed=seed)  # fmt: skip
+                            samples=samples, planner=planner, agents=agents, seed=seed, behaviour=handle)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary = {**cf.summary(), "checkpoint": str(ckpt), "dataroot": str(root), "seconds": time.perf_counter() - tic}
     summary["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)
