@@ -4,7 +4,8 @@
     .venv/bin/python tools/bench_closed_loop.py --quick    # batches 1 and 2, 10 sim steps, 2 repeats
 
 One world-model step = one predicted frame = 0.5 s of simulated time = `keyframe_steps` (5) sim
-steps of 0.1 s, each with the IDM planner, the tracker and the PDMS step terms computed from the
+steps of 0.1 s, with the behaviour model's agents (`--agents learned`, the default: they choose
+their next 0.5 s, then the world model renders them), each sim step with the IDM planner, the tracker and the PDMS step terms computed from the
 prediction (`wm_pdms_terms`); then the model samples the next frame (flow matching) and decodes
 its BEV grid, and, with `decode_cameras`, its six camera views (both settings are measured).
 Timed: jit(vmap(reset -> rollout -> evaluate)) over a batch of scenarios (the synthetic mini set
@@ -12,8 +13,9 @@ of `drivesim bench`, repeated to fill the batch), compiled once per shape (compi
 apart), the median of `--repeats` runs after one warm-up run. `reset` (encoding the four context
 keyframes) is also timed alone, so the per-step figure can leave it out: "s / step" = (time
 of reset + rollout - time of reset alone) / frames, the wall time of one batched world-model
-step. The reference engine runs the same scenarios, planner, horizon and score terms
-(`pdms_terms`), one compiled program likewise. The final frame's images leave the compiled program (a checksum), so XLA
+step. The reference engine runs the same scenarios, planner, agents, horizon and score terms
+(`pdms_terms`), one compiled program likewise: with learned agents, the behaviour model with exact
+boxes and no world model. The final frame's images leave the compiled program (a checksum), so XLA
 cannot drop the camera decoder as dead code.
 
 The machine may be shared: the load average is recorded before and after every measurement.
@@ -98,8 +100,10 @@ def main() -> int:
     )
     ap.add_argument("--batches", default=None, help="comma-separated scenario batches (default 1,8,32; quick 1,2)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 2)")
-    ap.add_argument("--agents", choices=("log", "idm"), default="log", help="the other agents of the reference "
-                    "engine (and of the world-model engine's base state)")  # fmt: skip
+    ap.add_argument("--agents", choices=("learned", "cv", "log", "idm"), default="learned",
+                    help="the other agents of both engines: learned (the default: the behaviour model; the world "
+                    "model free-running, rendering them), cv, or the guided pass-through of log / idm")  # fmt: skip
+    ap.add_argument("--behaviour", default=str(ROOT / "data" / "behaviour_small.npz"), help="behaviour model file")
     ap.add_argument("--quick", action="store_true", help="a smoke run: batches 1 and 2, 10 sim steps, 2 repeats")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_closed_loop.json"))
     args = ap.parse_args()
@@ -125,6 +129,12 @@ def main() -> int:
     batches = tuple(int(b) for b in (args.batches or ("1,2" if args.quick else "1,8,32")).split(","))
     repeats = args.repeats or (2 if args.quick else 3)
     sim = engine.SimConfig(agents=args.agents)
+    behaviour = None
+    if args.agents == "learned":
+        from drivesim.model.behaviour_file import load_behaviour
+        from drivesim.sim.learned_agents import BehaviourHandle
+
+        behaviour = BehaviourHandle.of(load_behaviour(args.behaviour))
     K = wm_engine.WMConfig.keyframe_steps
     if horizon % K:
         raise SystemExit(f"--horizon {horizon}: use a multiple of {K} sim steps (whole world-model frames)")
@@ -161,7 +171,7 @@ def main() -> int:
 
         def one(h, log, t0, ctx, key):
             params = planner.init(jax.random.key(0))
-            state = wm_engine.reset(h, log, t0, ctx, key, cfg)
+            state = wm_engine.reset(h, log, t0, ctx, key, cfg, behaviour)
             final, tr = wm_engine.rollout(h, state, planner, params, horizon, key, cfg, terms_fn)
             trace = engine.Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
             scores = evaluate(state.base, trace, horizon, bench.metrics)
@@ -169,7 +179,7 @@ def main() -> int:
             return scores.pdms, tr.ego.xy, jnp.sum(final.images, dtype=jnp.int32)
 
         def reset_only(h, log, t0, ctx, key):
-            return wm_engine.reset(h, log, t0, ctx, key, cfg)
+            return wm_engine.reset(h, log, t0, ctx, key, cfg, behaviour)
 
         return (jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0))),
                 jax.jit(jax.vmap(reset_only, in_axes=(None, 0, 0, 0, 0))))  # fmt: skip
@@ -179,7 +189,7 @@ def main() -> int:
 
         def one(log, t0, key):
             params = planner.init(jax.random.key(0))
-            state = engine.reset(log, t0, key, sim)
+            state = engine.reset(log, t0, key, sim, behaviour)
             _, trace = engine.rollout(state, planner, params, horizon, key, sim, terms_fn)
             return evaluate(state, trace, horizon, bench.metrics).pdms, trace.ego.xy
 
@@ -240,7 +250,7 @@ def main() -> int:
     ref_by_batch = {r["batch"]: r for r in results["reference"]}
 
     for decode in (True, False):
-        cfg = wm_engine.WMConfig(sim=sim, decode_cameras=decode)
+        cfg = wm_engine.WMConfig(sim=sim, decode_cameras=decode, layout=True)
         full_fn, reset_fn = wm_program(cfg)
         for n in batches:
             lg, t0, ctx, keys = batch_of(n)
@@ -284,6 +294,10 @@ def main() -> int:
     b8 = next((r for r in results["world_model"] if r["decode_cameras"] and r["batch"] == 8), None)
     if b8 is not None:
         results["batch8_six_views_step_under_1s"] = b8["seconds_per_frame_step"] < 1.0
+        results["batch8_six_views_step_under_0.5s"] = b8["seconds_per_frame_step"] <= 0.5
+        bev8 = next((r for r in results["world_model"] if not r["decode_cameras"] and r["batch"] == 8), None)
+        if bev8 is not None and bev8["seconds_per_frame_step"]:
+            results["batch8_bev_only_speedup"] = b8["seconds_per_frame_step"] / bev8["seconds_per_frame_step"]
 
     table = Table(
         title=f"closed loop, {frames} world-model frames ({horizon} sim steps), IDM planner, PDMS terms in the loop, "

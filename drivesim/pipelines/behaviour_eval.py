@@ -82,14 +82,17 @@ def _stack(logs):
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *logs)
 
 
-def rollouts(logs, starts, mode: str, behaviour, samples: int, horizon: int, seed: int = 0, batch: int = 8):
+def rollouts(
+    logs, starts, mode: str, behaviour, samples: int, horizon: int, seed: int = 0, batch: int = 8,
+    temperature: float = 1.0,
+):  # fmt: skip
     """Agent rollouts with the ego replaying the log. Returns a dict of host arrays with a leading
     (scenario, sample) pair of axes: xy (S, K, H + 1, A, 2), yaw, speed, valid (S, K, H + 1, A),
     controlled (S, K, A) (IDM mode: the agents IDM drives)."""
     from drivesim.planners.builtin import BUILTIN
     from drivesim.sim.engine import SimConfig, reset, rollout
 
-    sim = SimConfig(agents=mode)
+    sim = SimConfig(agents=mode, temperature=temperature)
     planner = BUILTIN["expert"]
     handle = behaviour if mode == "learned" else None
 
@@ -314,13 +317,15 @@ def realism(pred: dict, truth: dict) -> dict:
     return {k: jsd(np.concatenate(fp[k]), np.concatenate(ft[k]), BINS[k]) for k in BINS}
 
 
-def evaluate_agents(logs, h: HeldOut, behaviour, samples: int = 6, seed: int = 0, progress: bool = True) -> dict:
+def evaluate_agents(
+    logs, h: HeldOut, behaviour, samples: int = 6, seed: int = 0, progress: bool = True, temperature: float = 1.0
+) -> dict:
     """Every metric of every agent model on held-out logs: {mode: {metric: value}}."""
     runs = {}
     with bar(not progress, "agent rollouts", len(MODES)) as tick:
         for mode in MODES:
             k = samples if mode == "learned" else 1
-            runs[mode], pairs = rollouts(logs, h.starts, mode, behaviour, k, h.horizon, seed)
+            runs[mode], pairs = rollouts(logs, h.starts, mode, behaviour, k, h.horizon, seed, temperature=temperature)
             tick()
     runs["idm"] = with_cv_fallback(runs["idm"], runs["cv"])
     truth = truth_windows(logs, pairs, h.horizon)

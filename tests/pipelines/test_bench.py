@@ -86,8 +86,50 @@ def test_cli_compare_choices(capsys):
 def test_compared_config_keeps_the_run():
     cfg = BenchConfig(horizon=30, scenarios=5, seed=7, sim=SimConfig(agents="idm", replan_every=2))
     truth = compared_config(cfg, "truth", annotation_range=50.0)
-    assert truth.engine == "truth" and truth.truth.annotation_range == 50.0 and truth.truth.sim == cfg.sim
-    assert dataclasses.replace(truth, truth=None) == cfg  # same scenarios, seed, horizon, cadence, agents
-    assert compared_config(truth, "kinematic") == cfg
+    # the truth's agents are the world's own traffic: its sim is cfg's with no agent model
+    log_sim = dataclasses.replace(cfg.sim, agents="log")
+    assert truth.engine == "truth" and truth.truth.annotation_range == 50.0 and truth.truth.sim == log_sim
+    assert dataclasses.replace(truth, truth=None) == dataclasses.replace(cfg, sim=log_sim)  # same run otherwise
+    assert compared_config(dataclasses.replace(cfg, sim=log_sim), "kinematic") == dataclasses.replace(cfg, sim=log_sim)
     with pytest.raises(ValueError, match="world-model"):
         compared_config(cfg, "world-model")
+
+
+# ---- which agents an engine runs (`--agents`, `--layout`)
+@pytest.mark.parametrize(
+    "engine, layout, agents, expected",
+    [
+        ("kinematic", "free", None, "log"),  # the layout is the world model's: ignored here
+        ("kinematic", "free", "learned", "learned"),
+        ("kinematic", "free", "cv", "cv"),
+        ("world-model", "free", None, "learned"),  # free-running: the behaviour model's agents
+        ("world-model", "free", "cv", "cv"),
+        ("world-model", "guided", None, "log"),  # the pass-through
+        ("world-model", "guided", "reactive", "reactive"),
+        ("world-model", "grid", None, "log"),
+    ],
+)
+def test_resolve_agents(engine, layout, agents, expected):
+    from drivesim.pipelines.bench import resolve_agents
+
+    assert resolve_agents(engine, layout, agents) == expected
+
+
+@pytest.mark.parametrize(
+    "layout, agents, needle",
+    [("free", "log", "--layout guided"), ("guided", "learned", "--layout free"), ("grid", "cv", "grid"),
+     ("sideways", None, "--layout sideways")],
+)  # fmt: skip
+def test_impossible_agent_settings_are_refused(layout, agents, needle):
+    from drivesim.pipelines.bench import resolve_agents
+
+    with pytest.raises(DrivesimError, match=needle):
+        resolve_agents("world-model", layout, agents)
+
+
+def test_truth_comparison_of_learned_agents_uses_the_worlds_traffic():
+    """Compared with the truth, the agent setting does not apply (the world's own traffic) and the
+    configs still agree on everything else."""
+    cfg = BenchConfig(sim=SimConfig(agents="learned"))
+    truth = compared_config(cfg, "truth")
+    assert truth.truth is not None and truth.sim.agents == "log" and truth.horizon == cfg.horizon
