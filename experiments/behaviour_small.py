@@ -5,8 +5,11 @@
     .venv/bin/python experiments/behaviour_eval.py          # experiments/results/behaviour.json
 
 Data: the traffic-only fast path of the synthetic world (`drivesim.pipelines.behaviour`): 1,200
-scenes of 16 s on 30 world seeds (100..129: 120 maps, none of the evaluation seeds), simulated
-without cameras in about 5 minutes on the 2-core CPU and cached under data/train/behaviour.
+scenes of 16 s on 30 world seeds (100..129: 120 maps) and 600 more on 15 seeds (130..144) in which
+the ego does something sudden at a random time (a hard brake or a stop, a lane change, a speed-up;
+`ego_edit`) and the world's traffic reacts: 1,800 scenes, none from the evaluation seeds,
+simulated without cameras in about 30 minutes on the 2-core CPU and cached under
+data/train/behaviour. Training: 6,000 steps of 32 examples (about 20 minutes).
 Head: motion tokens (`drivesim.model.motion_tokens`); the mixture head is the ablation
 (experiments/behaviour_mixture.py, compared in docs/behaviour.md).
 `get_config(quick=True)` shrinks everything for a smoke run of a minute.
@@ -22,9 +25,9 @@ from drivesim.train import TrainConfig
 def get_config(quick: bool = False, head: str = "tokens") -> BehaviourExperiment:
     exp = BehaviourExperiment(
         model=BehaviourConfig(head=head),
-        data=TrafficData(),
+        data=TrafficData(edited_seeds=tuple(range(130, 145))),
         train=TrainConfig(
-            steps=4000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
+            steps=6000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
             log_every=50, checkpoint_every=500,
         ),
     )  # fmt: skip

@@ -21,7 +21,6 @@ Settings (name: engine / where the other agents come from):
 - world model / learned (free-running, the default): the behaviour model's agents, rendered by the
   world model; NC and TTC against the predicted agents, DAC from the log's map;
 - world model / constant velocity: the same with the learned agents replaced by constant velocity;
-- world model / reactive IDM: the same with the reference IDM agents (guided: pass-through);
 - world model / log (guided): the log's agents passed through (the pass-through debugging mode).
 World-model settings draw `--samples` futures per scenario (scores: their mean).
 """
@@ -40,7 +39,6 @@ SETTINGS = {
     "kinematic / reactive IDM": dict(agents="idm", wm=False),
     "world model / learned (free)": dict(agents="learned", wm=True),
     "world model / constant velocity": dict(agents="cv", wm=True),
-    "world model / reactive IDM (guided)": dict(agents="idm", wm=True),
     "kinematic / learned": dict(agents="learned", wm=False),
     "world model / log (guided)": dict(agents="log", wm=True),
 }

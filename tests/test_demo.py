@@ -31,6 +31,7 @@ def test_demo_writes_a_report_that_renders(tmp_path, monkeypatch, capsys):
     res = json.loads((out / "bench" / "results.json").read_text())
     assert set(res["planners"]) == {"idm", "constant_velocity"}
     assert {"kendall_tau", "kendall_tau_ci", "spearman_rho"} <= set(res["agreement"])
+    assert res["compare"] == "truth" and res["agents"] == "learned"  # free-running, judged by the truth
     assert all("pdms_reference" in p for p in res["planners"].values())
     cf = json.loads((out / "counterfactual" / "counterfactual.json").read_text())
     assert cf["truth"] and cf["fidelity"]["0.5s"]["occ_iou"] > 0.3

@@ -38,21 +38,59 @@ class TrafficData:
     cache: str = "data/train/behaviour"
     """Folder of the cached arrays (one .npz per seed)."""
     workers: int = 2
+    edited_seeds: tuple[int, ...] = ()
+    """World seeds whose scenes get a random ego edit (`ego_edit`): a hard brake, a stop, a lane
+    change, a speed-up or holding speed, at a random time; the world's traffic reacts to it. Ordinary
+    logs rarely show reactions to sudden ego manoeuvres, which the agents must learn."""
+
+
+def ego_edit(recipe, seconds: float):
+    """(time, world edits) of the random ego edit of a scene (deterministic in its seed): a brake
+    (3 to 8 m/s^2, to a stop) half the time, else a lane change (either side), a speed-up or
+    holding speed; between 2 s and 4 s before the end."""
+    from drivesim.synth.world import EgoCommand
+
+    rng = np.random.default_rng([recipe.seed, 4242])
+    t = float(np.round(rng.uniform(2.0, seconds - 4.0), 1))
+    u = rng.uniform()
+    if u < 0.5:
+        cmd = EgoCommand("brake", float(np.round(rng.uniform(3.0, 8.0), 1)))
+    elif u < 0.8:
+        cmd = EgoCommand("lane_change_left" if rng.uniform() < 0.5 else "lane_change_right")
+    elif u < 0.9:
+        cmd = EgoCommand("accelerate", 2.0)
+    else:
+        cmd = EgoCommand("keep")
+    return t, [cmd]
 
 
 def _simulate_one(args) -> dict:
     from drivesim.model.behaviour_task import scene_arrays
     from drivesim.synth.dataset import plan_for
     from drivesim.synth.truth import record_log
-    from drivesim.synth.world import simulate
+    from drivesim.synth.world import EgoCommand, resimulate, simulate
 
-    recipe, stride = args
-    log, _ = record_log(simulate(plan_for(recipe)), TRAFFIC_LOAD)
+    recipe, stride, edited = args
+    plan = plan_for(recipe)
+    if not edited:
+        record = simulate(plan)
+    else:
+        t, edits = ego_edit(recipe, recipe.seconds)
+        try:
+            record = resimulate(plan, t, edits)
+        except ValueError:  # no lane to change into here: brake instead
+            record = resimulate(plan, t, [EgoCommand("brake", 5.0)])
+    log, _ = record_log(record, TRAFFIC_LOAD)
     return scene_arrays(log, stride)
 
 
 def _seed_file(cfg: TrafficData, seed: int) -> Path:
-    return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}.npz"
+    tag = "_edited" if seed in cfg.edited_seeds else ""
+    return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}.npz"
+
+
+def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
+    return tuple(cfg.seeds) + tuple(s for s in cfg.edited_seeds if s not in cfg.seeds)
 
 
 def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> dict[str, np.ndarray]:
@@ -61,14 +99,15 @@ def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> 
     from drivesim.synth.dataset import SynthConfig, scene_recipes
 
     Path(cfg.cache).mkdir(parents=True, exist_ok=True)
-    missing = [s for s in cfg.seeds if not _seed_file(cfg, s).exists()]
+    missing = [s for s in all_seeds(cfg) if not _seed_file(cfg, s).exists()]
     if missing:
         jobs = [
-            (r, stride)
+            (r, stride, s in cfg.edited_seeds)
             for s in missing
             for r in scene_recipes(SynthConfig(scenes=cfg.scenes_per_seed, seconds=cfg.seconds, seed=s))
         ]
-        results = []
+        part: list[dict] = []
+        done = 0
         with (
             bar(not progress, "traffic scenes", len(jobs)) as tick,
             concurrent.futures.ProcessPoolExecutor(
@@ -76,16 +115,16 @@ def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> 
             ) as pool,
         ):
             for r in pool.map(_simulate_one, jobs, chunksize=4):
-                results.append(r)
+                part.append(r)
                 tick()
-        for i, s in enumerate(missing):
-            part = results[i * cfg.scenes_per_seed : (i + 1) * cfg.scenes_per_seed]
-            path = _seed_file(cfg, s)
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez(tmp, **stack_scenes(part))
-            tmp.replace(path)
+                if len(part) == cfg.scenes_per_seed:  # a seed is complete: written at once (a killed run keeps it)
+                    path = _seed_file(cfg, missing[done])
+                    tmp = path.with_name(f".{path.name}.tmp.npz")
+                    np.savez(tmp, **stack_scenes(part))
+                    tmp.replace(path)
+                    part, done = [], done + 1
     parts = []
-    for s in cfg.seeds:
+    for s in all_seeds(cfg):
         with np.load(_seed_file(cfg, s)) as f:
             parts.append(dict(f))
     return _concat(parts)
