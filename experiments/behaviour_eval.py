@@ -5,10 +5,10 @@
     .venv/bin/python experiments/behaviour_eval.py --model runs/behaviour_mixture/behaviour.npz \
         --out experiments/results/ablations/behaviour_mixture.json    # the head ablation
 
-Held-out data: synthetic scenes of world seeds 900 and 901 (training uses 100..129), 16 s each,
+Held-out data: synthetic scenes of world seeds 900 and 901 (training uses 100..144), 16 s each,
 simulated on the fly (traffic only). Open loop (the ego replays the log): 32 scenarios of 8 s,
-6 sampled futures of the learned agents. Reactivity: the same scenes with the ego edited at 4 s
-(hard brake, stop, cut-in), re-simulated by the truth world. Metrics: see
+6 sampled futures of the learned agents. Reactivity: the scenes of seeds 900..903 with the ego
+edited at 4 s (hard brake, stop, cut-in), re-simulated by the truth world. Metrics: see
 `drivesim.pipelines.behaviour_eval`.
 """
 
@@ -25,11 +25,13 @@ class EvalConfig:
     samples: int = 6
     edit_step: int = 40
     seed: int = 0
+    reactivity_seeds: tuple[int, ...] = (900, 901, 902, 903)
+    """World seeds of the reactivity test (more scenes than open loop: few agents follow the ego)."""
 
 
 def get_config(quick: bool = False) -> EvalConfig:
     if quick:
-        return EvalConfig(heldout=HeldOut(seeds=(950,), scenes_per_seed=2), samples=2)
+        return EvalConfig(heldout=HeldOut(seeds=(950,), scenes_per_seed=2), samples=2, reactivity_seeds=(950,))
     return EvalConfig()
 
 
@@ -63,7 +65,9 @@ def main() -> None:
     steps = int(round((h.seconds - 0.5) * 10)) + 1
     load = dataclasses.replace(EVAL_LOAD, max_steps=steps)
     recipes = [
-        r for s in h.seeds for r in scene_recipes(SynthConfig(scenes=h.scenes_per_seed, seconds=h.seconds, seed=s))
+        r
+        for s in cfg.reactivity_seeds
+        for r in scene_recipes(SynthConfig(scenes=h.scenes_per_seed, seconds=h.seconds, seed=s))
     ]
     cases = edited_scenes(recipes, cfg.edit_step, load)
     react = reactivity(cases, cfg.edit_step, h.horizon, handle, cfg.samples, cfg.seed)

@@ -21,6 +21,8 @@ Settings (name: engine / where the other agents come from):
 - world model / learned (free-running, the default): the behaviour model's agents, rendered by the
   world model; NC and TTC against the predicted agents, DAC from the log's map;
 - world model / constant velocity: the same with the learned agents replaced by constant velocity;
+- world model / reactive IDM: the same with the reference IDM agents (which follow the lanes the
+  log's future shows them taking: privileged);
 - world model / log (guided): the log's agents passed through (the pass-through debugging mode).
 World-model settings draw `--samples` futures per scenario (scores: their mean).
 """
@@ -39,6 +41,7 @@ SETTINGS = {
     "kinematic / reactive IDM": dict(agents="idm", wm=False),
     "world model / learned (free)": dict(agents="learned", wm=True),
     "world model / constant velocity": dict(agents="cv", wm=True),
+    "world model / reactive IDM": dict(agents="idm", wm=True),
     "kinematic / learned": dict(agents="learned", wm=False),
     "world model / log (guided)": dict(agents="log", wm=True),
 }
@@ -76,6 +79,12 @@ def main(argv=None) -> int:
     ap.add_argument("--behaviour", default=str(DEFAULT_BEHAVIOUR))
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--out", default="experiments/results/validity.json")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the settings (and the truth scores) already in --out when its scenarios and planners match; "
+        "run only the settings asked for that it lacks",
+    )
     args = ap.parse_args(argv)
     set_command("python experiments/validity.py " + " ".join(sys.argv[1:] if argv is None else argv))
     conf = get_config(args.quick)
@@ -103,15 +112,27 @@ def main(argv=None) -> int:
         "world_model": str(args.checkpoint),
     }  # fmt: skip
     t_all = time.perf_counter()
-    tic = time.perf_counter()
-    tcfg = dataclasses.replace(base, truth=truth_engine.TruthConfig(sim=base.sim))
-    truth = run_truth(planners, stacked, scenarios, tcfg, truth_scenes(sset))
-    ref = {p: truth[p]["pdms"] for p in names}
-    out["truth"] = {p: float(ref[p].mean()) for p in names}
-    out["truth_seconds"] = time.perf_counter() - tic
+    old = _resumable(Path(args.out), out) if args.resume else None
+    if old is not None:
+        out["settings"] = old["settings"]
+        out["truth"], out["truth_per_scenario"] = old["truth"], old["truth_per_scenario"]
+        out["truth_seconds"] = old.get("truth_seconds")
+        ref = {p: np.asarray(out["truth_per_scenario"][p]) for p in names}
+        con.print(f"resuming {args.out}: {', '.join(out['settings']) or 'no setting'} kept")
+    else:
+        tic = time.perf_counter()
+        tcfg = dataclasses.replace(base, truth=truth_engine.TruthConfig(sim=base.sim))
+        truth = run_truth(planners, stacked, scenarios, tcfg, truth_scenes(sset))
+        ref = {p: truth[p]["pdms"] for p in names}
+        out["truth"] = {p: float(ref[p].mean()) for p in names}
+        out["truth_per_scenario"] = {p: [float(x) for x in ref[p]] for p in names}
+        out["truth_seconds"] = time.perf_counter() - tic
+        write_json(Path(args.out), out)
     con.print("truth: " + ", ".join(f"{p} {ref[p].mean():.3f}" for p in names))
     contexts = None
     for name in args.settings.split(";"):
+        if name in out["settings"]:
+            continue
         s = SETTINGS[name]
         sim = SimConfig(agents=s["agents"])
         cfg = dataclasses.replace(base, sim=sim)
@@ -126,6 +147,8 @@ def main(argv=None) -> int:
         }
         agree = agreement(np.stack([res[p]["pdms"] for p in names]), np.stack([ref[p] for p in names]), names)
         agree["seconds"] = time.perf_counter() - tic
+        agree["per_scenario"] = {p: [float(x) for x in res[p]["pdms"]] for p in names}
+        agree["behaviour_sha256"] = out["provenance"].get("checkpoint_sha256") if s["agents"] == "learned" else None
         out["settings"][name] = agree
         con.print(
             f"{name}: tau {agree['kendall_tau']:.3f} {agree['kendall_tau_ci']}, rho {agree['spearman_rho']:.3f}, "
@@ -137,6 +160,22 @@ def main(argv=None) -> int:
     _table(con, out, names)
     print(f"written: {args.out}")
     return 0
+
+
+def _resumable(path: Path, out: dict) -> dict | None:
+    """The earlier run at `path`, if it ran the same scenarios, planners, samples and data."""
+    import json
+
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    same = all(old.get(k) == out[k] for k in ("scenarios", "samples", "planners", "dataroot", "horizon_s"))
+    if not same or "truth_per_scenario" not in old:
+        return None
+    # settings of learned agents are kept only if they ran this behaviour model
+    sha = out["provenance"].get("checkpoint_sha256")
+    old["settings"] = {k: v for k, v in old["settings"].items() if v.get("behaviour_sha256") in (None, sha)}
+    return old
 
 
 def _table(con, out, names) -> None:

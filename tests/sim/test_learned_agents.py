@@ -111,6 +111,13 @@ def _follower_behind_ego(log, gap_s: float):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped behaviour model")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known failure of the shipped behaviour model (issue 14): the follower brakes at about 0.5 m/s^2 "
+    "instead of hard and drives through the stopped ego (closest centre gap 0.03 m). Such closing speeds at "
+    "short gaps never occur in the synthetic world's traffic, which it learned from. strict: when the model "
+    "is fixed this XPASSes and the mark must go",
+)
 def test_follower_brakes_when_the_ego_stops(sim_logs):
     """The ego brakes to a stop; the car 1.5 s behind it in its lane stops behind it (learned),
     where at constant velocity it drives into the ego."""
