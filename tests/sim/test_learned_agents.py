@@ -45,6 +45,7 @@ def _perturb_future(log):
     )
 
 
+@pytest.mark.slow  # three closed loops compiled twice each (about a minute)
 @pytest.mark.parametrize("mode", ["learned", "cv"])
 def test_future_log_frames_do_not_change_anything(sim_logs, mode):
     """Perturb every agent frame after the start: the whole trace is bit-identical."""
