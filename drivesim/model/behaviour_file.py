@@ -7,14 +7,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from drivesim.atomic import write_json
 from drivesim.errors import DataError
 from drivesim.model.behaviour import BehaviourConfig, BehaviourModel
-from drivesim.model.model_file import _flat_state, _jsonable, check_record, record_path
+from drivesim.model.model_file import _flat_state, _jsonable, check_record, fill_params, record_path
 from drivesim.provenance import provenance, sha256_file
 
 FORMAT = 1
@@ -52,14 +51,4 @@ def load_behaviour(path) -> BehaviourModel:
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()}
     cfg = BehaviourConfig(**kw)
     model = nnx.eval_shape(lambda: BehaviourModel(cfg, rngs=nnx.Rngs(0)))
-    flat = nnx.to_flat_state(nnx.state(model))
-    for key, var in flat:
-        name = "/".join(str(k) for k in key)
-        if name not in data:
-            raise DataError(f"{path} lacks parameter {name}; it does not match this version of drivesim")
-        value = data[name]
-        if value.shape != var.get_value().shape:
-            raise DataError(f"{path}: parameter {name} has shape {value.shape}, expected {var.get_value().shape}")
-        var.set_value(jnp.asarray(value))
-    nnx.update(model, nnx.from_flat_state(flat))
-    return model
+    return fill_params(model, data, path)

@@ -121,10 +121,16 @@ def load_world_model(path, cfg: WorldModelConfig | None = None) -> WorldModel:
         raise ConfigError(f"{path} was trained with another model config: {', '.join(diff)}")
     # an abstract model (shapes only: no initialisers compiled or run), filled from the file
     model = nnx.eval_shape(lambda: WorldModel(stored, rngs=nnx.Rngs(0)))
+    return fill_params(model, data, path, zero_if_missing=("occ_bias",))  # occ_bias: models before decision biases
+
+
+def fill_params(model: nnx.Module, data, path, zero_if_missing: tuple[str, ...] = ()) -> nnx.Module:
+    """Set every variable of an (abstract) model from the arrays of a model file, checking names and
+    shapes; the names in `zero_if_missing` may be absent (zeros)."""
     flat = nnx.to_flat_state(nnx.state(model))
     for key, var in flat:
         name = "/".join(str(k) for k in key)
-        if name not in data and name == "occ_bias":  # a model from before decision biases: none
+        if name not in data and name in zero_if_missing:
             var.set_value(jnp.zeros(var.get_value().shape, jnp.float32))
             continue
         if name not in data:
