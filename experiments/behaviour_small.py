@@ -25,9 +25,9 @@ from drivesim.train import TrainConfig
 def get_config(quick: bool = False, head: str = "tokens") -> BehaviourExperiment:
     exp = BehaviourExperiment(
         model=BehaviourConfig(head=head),
-        data=TrafficData(edited_seeds=tuple(range(130, 145))),
+        data=TrafficData(edited_seeds=tuple(range(130, 145)) + tuple(range(160, 170)), pushed_seeds=tuple(range(145, 160))),
         train=TrainConfig(
-            steps=6000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
+            steps=8000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
             log_every=50, checkpoint_every=500,
         ),
     )  # fmt: skip

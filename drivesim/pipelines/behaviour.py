@@ -25,6 +25,7 @@ from drivesim.progress import bar
 
 TRAFFIC_LOAD = LoadConfig(rate_hz=2.0, max_agents=64, raster_size=384, raster_resolution=1.0, max_lane_segments=320)
 """How simulated scenes become training logs: keyframes, 64 agents, a 1 m raster over 384 m."""
+TRAFFIC_KEY_SECONDS = 1.0 / TRAFFIC_LOAD.rate_hz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,10 @@ class TrafficData:
     """World seeds whose scenes get a random ego edit (`ego_edit`): a hard brake, a stop, a lane
     change, a speed-up or holding speed, at a random time; the world's traffic reacts to it. Ordinary
     logs rarely show reactions to sudden ego manoeuvres, which the agents must learn."""
+    pushed_seeds: tuple[int, ...] = ()
+    """World seeds whose scenes get random speed pushes of their vehicles (`AgentPushes`): states a
+    sampled model drifts into (closing fast on a car ahead, creeping up on a stopped one) with the
+    world's own recovery from them as labels, in the spirit of DART's noise injection."""
 
 
 def ego_edit(recipe, seconds: float):
@@ -64,33 +69,87 @@ def ego_edit(recipe, seconds: float):
     return t, [cmd]
 
 
+class AgentPushes:
+    """Random speed pushes of a scene's vehicles toward the car ahead, as `resimulate`'s `each_step`.
+
+    At each keyframe after the first, with probability `rate`, each vehicle or cyclist (not the
+    ego) with a leader within `gap` m is pushed with probability `share`: its speed rises by a
+    draw from `dv` m/s. The world then drives on from there by its own rules: the pushed car
+    brakes for its leader, a car crept up on a stopped queue stops again. These are the states a
+    sampled model drifts into, with the world's recovery from them as labels, in the spirit of
+    DART's noise injection. The keyframe intervals ending at a push (motion the push made, not
+    the world's rules) are listed in `pushed` as (keyframe, agent uid), to be dropped from that
+    agent's labels. Deterministic in `seed`.
+    """
+
+    def __init__(
+        self, seed: int, rate: float = 1.0, share: float = 0.3, dv: tuple[float, float] = (1.0, 5.0), gap: float = 30.0
+    ):
+        self.rng = np.random.default_rng([seed, 777])
+        self.rate, self.share, self.dv, self.gap = rate, share, dv, gap
+        self.pushed: list[tuple[int, int]] = []
+
+    def __call__(self, world, i: int) -> None:
+        from drivesim.synth.traffic import DT, KIND_VEHICLE
+
+        per_key = int(round(TRAFFIC_KEY_SECONDS / DT))
+        if i == 0 or i % per_key or self.rng.uniform() > self.rate:
+            return
+        n = world.n
+        movers = np.flatnonzero(world.active[:n] & (world.kind[:n] <= KIND_VEHICLE))
+        gap, _ = world._leaders(movers, world.centers())
+        followers = movers[(gap < self.gap) & (world.kind[movers] == KIND_VEHICLE)]
+        hit = followers[self.rng.uniform(size=len(followers)) < self.share]
+        for k in hit:
+            world.v[k] = float(world.v[k]) + float(self.rng.uniform(*self.dv))
+            self.pushed.append((i // per_key, world.specs[k].uid))
+
+
 def _simulate_one(args) -> dict:
     from drivesim.model.behaviour_task import scene_arrays
     from drivesim.synth.dataset import plan_for
     from drivesim.synth.truth import record_log
     from drivesim.synth.world import EgoCommand, resimulate, simulate
 
-    recipe, stride, edited = args
+    recipe, stride, kind = args
     plan = plan_for(recipe)
-    if not edited:
+    pushes = None
+    if kind == "plain":
         record = simulate(plan)
-    else:
+    elif kind == "pushed":
+        pushes = AgentPushes(recipe.seed)
+        record = resimulate(plan, None, (), each_step=pushes)
+    elif kind == "edited":
         t, edits = ego_edit(recipe, recipe.seconds)
         try:
             record = resimulate(plan, t, edits)
         except ValueError:  # no lane to change into here: brake instead
             record = resimulate(plan, t, [EgoCommand("brake", 5.0)])
-    log, _ = record_log(record, TRAFFIC_LOAD)
-    return scene_arrays(log, stride)
+    else:
+        raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited or pushed")
+    log, uids = record_log(record, TRAFFIC_LOAD)
+    arrays = scene_arrays(log, stride)
+    if pushes is not None:  # the motion a push made is not the world's behaviour: not a label
+        row = {uid: 1 + j for j, uid in enumerate(uids) if uid >= 0}
+        for k, uid in pushes.pushed:
+            if uid in row and k - 1 < arrays["target_valid"].shape[1]:
+                arrays["target_valid"][row[uid], k - 1] = False
+                arrays["controls"][row[uid], k - 1] = 0.0
+    return arrays
+
+
+def _kind(cfg: TrafficData, seed: int) -> str:
+    return "edited" if seed in cfg.edited_seeds else "pushed" if seed in cfg.pushed_seeds else "plain"
 
 
 def _seed_file(cfg: TrafficData, seed: int) -> Path:
-    tag = "_edited" if seed in cfg.edited_seeds else ""
+    tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}[_kind(cfg, seed)]
     return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}.npz"
 
 
 def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
-    return tuple(cfg.seeds) + tuple(s for s in cfg.edited_seeds if s not in cfg.seeds)
+    extra = tuple(cfg.edited_seeds) + tuple(cfg.pushed_seeds)
+    return tuple(dict.fromkeys(tuple(cfg.seeds) + extra))
 
 
 def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> dict[str, np.ndarray]:
@@ -102,7 +161,7 @@ def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> 
     missing = [s for s in all_seeds(cfg) if not _seed_file(cfg, s).exists()]
     if missing:
         jobs = [
-            (r, stride, s in cfg.edited_seeds)
+            (r, stride, _kind(cfg, s))
             for s in missing
             for r in scene_recipes(SynthConfig(scenes=cfg.scenes_per_seed, seconds=cfg.seconds, seed=s))
         ]

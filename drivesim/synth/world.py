@@ -145,11 +145,15 @@ def simulate(plan: ScenePlan) -> SceneRecord:
     return resimulate(plan, None, ())
 
 
-def resimulate(plan: ScenePlan, t: float | None, edits: tuple[Edit, ...] | list[Edit]) -> SceneRecord:
+def resimulate(
+    plan: ScenePlan, t: float | None, edits: tuple[Edit, ...] | list[Edit], each_step=None
+) -> SceneRecord:
     """Re-run `plan`, applying `edits` to the world's state at log time `t`.
 
     Up to `t` the result equals `simulate(plan)` exactly; from `t` on it is the world's response
-    to the edits. With no edits it equals `simulate(plan)` everywhere.
+    to the edits. With no edits it equals `simulate(plan)` everywhere. `each_step(world, i)`, if
+    given, is called at every recorded step i before its snapshot (after the edits), to disturb
+    the world (the behaviour model's training data pushes agents; `drivesim.pipelines.behaviour`).
     """
     n_steps = int(round(plan.duration / DT))
     warm = int(round(plan.warmup / DT))
@@ -165,6 +169,8 @@ def resimulate(plan: ScenePlan, t: float | None, edits: tuple[Edit, ...] | list[
     for i in range(n_steps + 1):
         if i == edit_step:
             apply_edits(world, edits)
+        if each_step is not None:
+            each_step(world, i)
         snaps.append(world.snapshot())
         if i < n_steps:
             world.step()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from drivesim.model import motion_tokens
-from drivesim.pipelines.behaviour import _simulate_one, ego_edit
+from drivesim.pipelines.behaviour import AgentPushes, _simulate_one, ego_edit
 from drivesim.synth.dataset import SynthConfig, scene_recipes
 
 
@@ -14,7 +14,7 @@ def recipes():
 
 
 def test_scene_arrays_and_their_tokens(recipes):
-    a = _simulate_one((recipes[0], 2, False))
+    a = _simulate_one((recipes[0], 2, "plain"))
     N, T = a["valid"].shape
     assert a["xy"].shape == (N, T, 2) and T == 16 and a["is_ego"][0] and not a["is_ego"][1:].any()
     assert a["tokens"].shape == (N, T - 1) and a["target_valid"].any()
@@ -29,8 +29,39 @@ def test_scene_arrays_and_their_tokens(recipes):
 def test_edited_scenes_differ_and_are_deterministic(recipes):
     t, edits = ego_edit(recipes[1], 8.0)
     assert 2.0 <= t <= 4.0 and (t, edits) == ego_edit(recipes[1], 8.0)
-    plain = _simulate_one((recipes[1], 2, False))
-    edited = _simulate_one((recipes[1], 2, True))
+    plain = _simulate_one((recipes[1], 2, "plain"))
+    edited = _simulate_one((recipes[1], 2, "edited"))
     k = int(t * 2)
     np.testing.assert_array_equal(plain["xy"][0, :k], edited["xy"][0, :k])  # identical before the edit
     assert not np.allclose(plain["xy"][0, k + 2 :], edited["xy"][0, k + 2 :], atol=0.05)  # the ego obeys it
+
+
+def test_pushed_scenes_drop_the_pushed_intervals_and_show_the_world_recovering(recipes):
+    from drivesim.synth.dataset import plan_for
+    from drivesim.synth.world import resimulate
+
+    pushes = AgentPushes(recipes[0].seed)
+    resimulate(plan_for(recipes[0]), None, (), each_step=pushes)
+    assert pushes.pushed, "no push in an 8 s scene"
+    plain = _simulate_one((recipes[0], 2, "plain"))
+    pushed = _simulate_one((recipes[0], 2, "pushed"))  # the same pushes: deterministic in the seed
+    assert pushed["valid"].shape == plain["valid"].shape
+    assert 0 < pushed["target_valid"].sum() < plain["target_valid"].sum()  # the pushed intervals are dropped
+    k0 = min(k for k, _ in pushes.pushed)
+    np.testing.assert_array_equal(plain["xy"][:, :k0], pushed["xy"][:, :k0])  # identical before the first push
+    assert not np.allclose(plain["xy"][1:, k0:], pushed["xy"][1:, k0:], atol=0.05)
+    # the world's reactions are labels: an agent never pushed moves differently after a push
+    from drivesim.pipelines.behaviour import TRAFFIC_LOAD
+    from drivesim.synth.truth import record_log
+
+    def rows(each_step):
+        _, uids = record_log(resimulate(plan_for(recipes[0]), None, (), each_step=each_step), TRAFFIC_LOAD)
+        return {u: 1 + j for j, u in enumerate(uids) if u >= 0}
+
+    rp, rq = rows(None), rows(AgentPushes(recipes[0].seed))
+    never = [u for u in rp if u in rq and u not in {u for _, u in pushes.pushed}]
+    a, b = [rp[u] for u in never], [rq[u] for u in never]
+    both = plain["target_valid"][a] & pushed["target_valid"][b]
+    assert np.abs(plain["controls"][a] - pushed["controls"][b])[..., 0][both].max() > 0.1
+    with pytest.raises(ValueError, match="unknown kind"):
+        _simulate_one((recipes[0], 2, "edit"))
