@@ -29,9 +29,16 @@ class EvalConfig:
     """World seeds of the reactivity test (more scenes than open loop: few agents follow the ego)."""
 
 
-def get_config(quick: bool = False) -> EvalConfig:
+VALIDATION_SEEDS = (180, 181, 182, 183)
+"""World seeds for choosing settings (the sampling temperature): neither training (100..169) nor
+held-out (900..903) seeds."""
+
+
+def get_config(quick: bool = False, validation: bool = False) -> EvalConfig:
     if quick:
         return EvalConfig(heldout=HeldOut(seeds=(950,), scenes_per_seed=2), samples=2, reactivity_seeds=(950,))
+    if validation:
+        return EvalConfig(heldout=HeldOut(seeds=VALIDATION_SEEDS[:2]), reactivity_seeds=VALIDATION_SEEDS)
     return EvalConfig()
 
 
@@ -49,18 +56,26 @@ def main() -> None:
     p.add_argument("--model", default="data/behaviour_small.npz")
     p.add_argument("--out", default="experiments/results/behaviour.json")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the learned agents")
+    p.add_argument("--agent-every", type=int, default=5, help="sim steps between the agents' decisions (1 or 5)")
+    p.add_argument(
+        "--validation", action="store_true", help="the validation seeds (for choosing settings), not the held-out ones"
+    )
     args = p.parse_args()
     set_command(
         "python experiments/behaviour_eval.py "
         + " ".join(f"{k} {v}" for k, v in (("--model", args.model), ("--out", args.out)))
+        + (f" --temperature {args.temperature:g}" if args.temperature != 1.0 else "")
+        + (f" --agent-every {args.agent_every}" if args.agent_every != 5 else "")
         + (" --quick" if args.quick else "")
+        + (" --validation" if args.validation else "")
     )
-    cfg = get_config(args.quick)
+    cfg = get_config(args.quick, args.validation)
     h = cfg.heldout
     handle = BehaviourHandle.of(load_behaviour(args.model))
     t0 = time.time()
     logs, recipes = heldout_logs(h)
-    open_loop = evaluate_agents(logs, h, handle, cfg.samples, cfg.seed)
+    open_loop = evaluate_agents(logs, h, handle, cfg.samples, cfg.seed, temperature=args.temperature, agent_every=args.agent_every)
     t1 = time.time()
     steps = int(round((h.seconds - 0.5) * 10)) + 1
     load = dataclasses.replace(EVAL_LOAD, max_steps=steps)
@@ -70,9 +85,13 @@ def main() -> None:
         for r in scene_recipes(SynthConfig(scenes=h.scenes_per_seed, seconds=h.seconds, seed=s))
     ]
     cases = edited_scenes(recipes, cfg.edit_step, load)
-    react = reactivity(cases, cfg.edit_step, h.horizon, handle, cfg.samples, cfg.seed)
+    react = reactivity(cases, cfg.edit_step, h.horizon, handle, cfg.samples, cfg.seed, temperature=args.temperature, agent_every=args.agent_every)
     out = {
-        "config": {"heldout": dataclasses.asdict(h), "samples": cfg.samples, "edit_step": cfg.edit_step},
+        "config": {
+            "heldout": dataclasses.asdict(h), "samples": cfg.samples, "edit_step": cfg.edit_step,
+            "reactivity_seeds": list(cfg.reactivity_seeds), "temperature": args.temperature,
+            "agent_every": args.agent_every,
+        },  # fmt: skip
         "open_loop": open_loop,
         "reactivity": react,
         "seconds": {"open_loop": round(t1 - t0, 1), "reactivity": round(time.time() - t1, 1)},

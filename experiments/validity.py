@@ -75,6 +75,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dataroot", default=DATAROOT)
+    ap.add_argument(
+        "--seed", type=int, default=7, help="world seed of the dataroot when it must be written (7: held out; "
+        "choose settings on another, e.g. 8 with --dataroot data/validation/seed8)",
+    )  # fmt: skip
+    ap.add_argument("--temperature", type=float, default=None, help="sampling temperature of the learned agents")
     ap.add_argument("--settings", default=";".join(SETTINGS), help="semicolon-separated subset of the settings")
     ap.add_argument("--behaviour", default=str(DEFAULT_BEHAVIOUR))
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -91,10 +96,10 @@ def main(argv=None) -> int:
     con = Console()
     root = Path(args.dataroot)
     if not (root / VERSION).exists():
-        con.print(f"writing the held-out set {root} (drivesim synth, seed 7) ...")
+        con.print(f"writing the set {root} (drivesim synth, seed {args.seed}) ...")
         subprocess.run(
             [sys.executable, "-m", "drivesim.cli", "synth", "--quiet", "--out", str(root), "--scenes", "12",
-             "--seconds", "16", "--seed", "7", "--camera-hz", "2"], check=True,
+             "--seconds", "16", "--seed", str(args.seed), "--camera-hz", "2"], check=True,
         )  # fmt: skip
     base = BenchConfig(scenarios=conf["scenarios"], batch=conf["batch"], samples=conf["samples"])
     sset = load_scenario_set(root, VERSION, base, routes_first=True, count=None)
@@ -112,7 +117,8 @@ def main(argv=None) -> int:
         "world_model": str(args.checkpoint),
     }  # fmt: skip
     t_all = time.perf_counter()
-    old = _resumable(Path(args.out), out) if args.resume else None
+    temperature = SimConfig().temperature if args.temperature is None else args.temperature
+    old = _resumable(Path(args.out), out, temperature) if args.resume else None
     if old is not None:
         out["settings"] = old["settings"]
         out["truth"], out["truth_per_scenario"] = old["truth"], old["truth_per_scenario"]
@@ -135,6 +141,8 @@ def main(argv=None) -> int:
             continue
         s = SETTINGS[name]
         sim = SimConfig(agents=s["agents"])
+        if args.temperature is not None:
+            sim = dataclasses.replace(sim, temperature=args.temperature)
         cfg = dataclasses.replace(base, sim=sim)
         if s["wm"]:
             if contexts is None:
@@ -149,6 +157,7 @@ def main(argv=None) -> int:
         agree["seconds"] = time.perf_counter() - tic
         agree["per_scenario"] = {p: [float(x) for x in res[p]["pdms"]] for p in names}
         agree["behaviour_sha256"] = out["provenance"].get("checkpoint_sha256") if s["agents"] == "learned" else None
+        agree["temperature"] = sim.temperature if s["agents"] == "learned" else None
         out["settings"][name] = agree
         con.print(
             f"{name}: tau {agree['kendall_tau']:.3f} {agree['kendall_tau_ci']}, rho {agree['spearman_rho']:.3f}, "
@@ -162,7 +171,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _resumable(path: Path, out: dict) -> dict | None:
+def _resumable(path: Path, out: dict, temperature: float) -> dict | None:
     """The earlier run at `path`, if it ran the same scenarios, planners, samples and data."""
     import json
 
@@ -174,7 +183,10 @@ def _resumable(path: Path, out: dict) -> dict | None:
         return None
     # settings of learned agents are kept only if they ran this behaviour model
     sha = out["provenance"].get("checkpoint_sha256")
-    old["settings"] = {k: v for k, v in old["settings"].items() if v.get("behaviour_sha256") in (None, sha)}
+    old["settings"] = {
+        k: v for k, v in old["settings"].items()
+        if v.get("behaviour_sha256") is None or (v["behaviour_sha256"] == sha and v.get("temperature") == temperature)
+    }  # fmt: skip
     return old
 
 

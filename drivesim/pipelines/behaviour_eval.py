@@ -84,7 +84,7 @@ def _stack(logs):
 
 def rollouts(
     logs, starts, mode: str, behaviour, samples: int, horizon: int, seed: int = 0, batch: int = 8,
-    temperature: float = 1.0,
+    temperature: float = 1.0, agent_every: int = 5,
 ):  # fmt: skip
     """Agent rollouts with the ego replaying the log. Returns a dict of host arrays with a leading
     (scenario, sample) pair of axes: xy (S, K, H + 1, A, 2), yaw, speed, valid (S, K, H + 1, A),
@@ -92,7 +92,7 @@ def rollouts(
     from drivesim.planners.builtin import BUILTIN
     from drivesim.sim.engine import SimConfig, reset, rollout
 
-    sim = SimConfig(agents=mode, temperature=temperature)
+    sim = SimConfig(agents=mode, temperature=temperature, agent_every=agent_every)
     planner = BUILTIN["expert"]
     handle = behaviour if mode == "learned" else None
 
@@ -318,14 +318,17 @@ def realism(pred: dict, truth: dict) -> dict:
 
 
 def evaluate_agents(
-    logs, h: HeldOut, behaviour, samples: int = 6, seed: int = 0, progress: bool = True, temperature: float = 1.0
-) -> dict:
+    logs, h: HeldOut, behaviour, samples: int = 6, seed: int = 0, progress: bool = True, temperature: float = 1.0,
+    agent_every: int = 5,
+) -> dict:  # fmt: skip
     """Every metric of every agent model on held-out logs: {mode: {metric: value}}."""
     runs = {}
     with bar(not progress, "agent rollouts", len(MODES)) as tick:
         for mode in MODES:
             k = samples if mode == "learned" else 1
-            runs[mode], pairs = rollouts(logs, h.starts, mode, behaviour, k, h.horizon, seed, temperature=temperature)
+            runs[mode], pairs = rollouts(
+                logs, h.starts, mode, behaviour, k, h.horizon, seed, temperature=temperature, agent_every=agent_every
+            )
             tick()
     runs["idm"] = with_cv_fallback(runs["idm"], runs["cv"])
     truth = truth_windows(logs, pairs, h.horizon)
@@ -403,14 +406,19 @@ def edited_scenes(recipes, edit_step: int, load, min_shift: float = 1.0, progres
     return cases
 
 
-def reactivity(cases, edit_step: int, horizon: int, behaviour, samples: int = 6, seed: int = 0, progress=True) -> dict:
+def reactivity(
+    cases, edit_step: int, horizon: int, behaviour, samples: int = 6, seed: int = 0, progress=True,
+    temperature: float = 1.0, agent_every: int = 5,
+) -> dict:  # fmt: skip
     """Displacement (m, mean over keyframes and samples) of the agents each edit affects, from the
     true re-simulation: every agent model and log replay, per edit and overall."""
     logs = [c["log"] for c in cases]
     runs = {}
     for mode in MODES:
         k = samples if mode == "learned" else 1
-        runs[mode], _ = rollouts(logs, (edit_step,), mode, behaviour, k, horizon, seed)
+        runs[mode], _ = rollouts(
+            logs, (edit_step,), mode, behaviour, k, horizon, seed, temperature=temperature, agent_every=agent_every
+        )
     runs["idm"] = with_cv_fallback(runs["idm"], runs["cv"])
     ks = np.arange(edit_step + KEY_STEPS, edit_step + horizon + 1, KEY_STEPS)
     rows = {m: {} for m in (*MODES, "log_replay")}

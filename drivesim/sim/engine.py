@@ -55,12 +55,17 @@ class SimConfig:
     occupancy: OccupancyConfig = OccupancyConfig()
     temperature: float = 1.0
     """Sampling temperature of the learned agents."""
+    agent_every: int = KEYFRAME_STEPS
+    """Sim steps between the learned agents' decisions: 5 (every 0.5 s, the model's own step) or 1
+    (every 0.1 s, receding horizon: quicker reactions, five times the model's cost)."""
 
     def __post_init__(self):
         if self.agents not in AGENT_MODES:
             raise ValueError(f"agents must be one of {', '.join(AGENT_MODES)} (got {self.agents!r})")
         if self.replan_every < 1:
             raise ValueError(f"replan_every must be at least 1 (got {self.replan_every})")
+        if self.agent_every not in (1, KEYFRAME_STEPS):
+            raise ValueError(f"agent_every must be 1 or {KEYFRAME_STEPS} sim steps (got {self.agent_every})")
 
 
 @struct.dataclass
@@ -155,7 +160,7 @@ def reset(log: Log, t0, rng=None, cfg: SimConfig = SimConfig(), behaviour: Behav
         key = jax.random.fold_in(jax.random.key(0) if rng is None else rng, 7)
         handle = behaviour if cfg.agents == "learned" else None
         history = behaviour.model().cfg.history if handle is not None else 5
-        learned, agents = init_learned(log, t0, key, handle, history, cfg.temperature)
+        learned, agents = init_learned(log, t0, key, handle, history, cfg.temperature, cfg.agent_every)
     return SimState(
         step=jnp.zeros((), jnp.int32),
         t0=t0,
@@ -181,7 +186,10 @@ def _advance(state: SimState, path, dt, elapsed, cfg: SimConfig) -> SimState:
         idm, agents = idm_step(state.idm, state.agents, replay, state.ego, state.log.agents.size, cfg.reactive)
     else:
         idm, agents = state.idm, log_agents(state.log, t_next)
-    return state.replace(step=state.step + 1, ego=ego, agents=agents, idm=idm)
+    state = state.replace(step=state.step + 1, ego=ego, agents=agents, idm=idm)
+    if simulates_agents(cfg) and cfg.agent_every == 1:  # the agents decide at every step
+        state = _decide(state, cfg)
+    return state
 
 
 @jax.named_scope("step")
@@ -197,10 +205,15 @@ def step(state: SimState, trajectory: Trajectory, rng=None, cfg: SimConfig = Sim
 
 
 def resample_agents(state: SimState, cfg: SimConfig) -> SimState:
-    """A behaviour step of the learned agents: they see where everyone is and choose their next
-    0.5 s (no-op in other agent modes)."""
-    if not simulates_agents(cfg):
+    """A behaviour step of the learned agents at a 0.5 s boundary: they see where everyone is and
+    choose their next 0.5 s (no-op in other agent modes, and with `agent_every` 1, where
+    `_advance` lets them decide at every step)."""
+    if not simulates_agents(cfg) or cfg.agent_every != KEYFRAME_STEPS:
         return state
+    return _decide(state, cfg)
+
+
+def _decide(state: SimState, cfg: SimConfig) -> SimState:
     learned = resample_learned(
         state.learned, state.agents, state.ego, state.log, state.behaviour, state.step, cfg.temperature
     )

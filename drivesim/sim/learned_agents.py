@@ -8,6 +8,11 @@ the map, and samples each agent's control (acceleration, yaw rate) for the next 
 steps in between move the agents by it as unicycles (`motion_tokens.advance`). Agents that appear
 later in the log do not exist here (nothing announces them); agents never leave.
 
+With `every` = 1 (`SimConfig.agent_every`) the agents decide at every sim step instead: each step
+the model sees the same 2 s of 0.5 s-spaced history, now ending at this step, and the sampled
+0.5 s control is applied for 0.1 s before the next decision (receding horizon), so an agent reacts
+to a braking car ahead within 0.1 s rather than up to 0.5 s; the memory then keeps every sim step.
+
 "cv" (constant velocity) is the same machinery with every control zero: the stand-in the learned
 model is compared with.
 """
@@ -48,9 +53,12 @@ class LearnedAgents:
     """The simulated agents' memory (N = 1 + A rows; row 0 is the ego).
 
     Attributes:
-      xy: (N, H, 2) box centres at the last H behaviour steps; yaw, speed: (N, H); valid: (N, H).
+      xy: (N, L, 2) box centres at the last L decisions, L = (H - 1) * stride + 1 for H history
+        keyframes (stride = KEYFRAME_STEPS // every decisions per 0.5 s; the model sees every
+        stride-th, ending now); yaw, speed: (N, L); valid: (N, L).
       controls: (N, 2) [accel, yaw rate] applied until the next behaviour step.
       key: the PRNG key of the agents' sampling (folded with the step).
+      stride: decisions per 0.5 s (static).
     """
 
     xy: jnp.ndarray
@@ -59,6 +67,7 @@ class LearnedAgents:
     valid: jnp.ndarray
     controls: jnp.ndarray
     key: jnp.ndarray
+    stride: int = struct.field(pytree_node=False, default=1)
 
 
 def ego_centre(ego: EgoState):
@@ -66,11 +75,18 @@ def ego_centre(ego: EgoState):
     return ego.xy + EGO_REAR_AXLE_TO_CENTER * jnp.stack([jnp.cos(ego.yaw), jnp.sin(ego.yaw)])
 
 
-def _input(mem: LearnedAgents, log: Log, stride: int) -> BehaviourInput:
-    points, points_valid = lane_points(log.map, stride)
+def _stride(every: int) -> int:
+    if every not in (1, KEYFRAME_STEPS):
+        raise ValueError(f"the learned agents decide every 1 or {KEYFRAME_STEPS} sim steps (got {every})")
+    return KEYFRAME_STEPS // every
+
+
+def _input(mem: LearnedAgents, log: Log, lane_stride: int) -> BehaviourInput:
+    points, points_valid = lane_points(log.map, lane_stride)
     A = log.agents.size.shape[0]
+    pick = lambda a: a[:, :: mem.stride]  # noqa: E731  (the 0.5 s-spaced history, ending now)
     return BehaviourInput(
-        xy=mem.xy, yaw=mem.yaw, speed=mem.speed, valid=mem.valid,
+        xy=pick(mem.xy), yaw=pick(mem.yaw), speed=pick(mem.speed), valid=pick(mem.valid),
         size=jnp.concatenate([jnp.asarray(EGO_SIZE, jnp.float32)[None], log.agents.size]),
         category=jnp.concatenate([jnp.full((1,), VEHICLE, jnp.int32), log.agents.category.astype(jnp.int32)]),
         is_ego=jnp.arange(A + 1) == 0, points=points, points_valid=points_valid, raster=log.map.raster,
@@ -88,11 +104,14 @@ def _controls(mem: LearnedAgents, log: Log, handle: BehaviourHandle | None, step
 
 
 @jax.named_scope("learned_init")
-def init_learned(log: Log, t0, key, handle: BehaviourHandle | None, history: int = 5, temperature: float = 1.0):
-    """(memory, agents) at log step t0 of a 10 Hz log: the history is the log's keyframes up to t0,
-    the first controls are sampled from it."""
+def init_learned(
+    log: Log, t0, key, handle: BehaviourHandle | None, history: int = 5, temperature: float = 1.0, every: int = 5
+):
+    """(memory, agents) at log step t0 of a 10 Hz log: the history is the log's states up to t0
+    (every `every` steps), the first controls are sampled from it."""
     T = log.time.shape[-1]
-    steps = t0 - KEYFRAME_STEPS * jnp.arange(history - 1, -1, -1)
+    stride = _stride(every)
+    steps = t0 - every * jnp.arange((history - 1) * stride, -1, -1)
     ok = steps >= 0
     st = jnp.clip(steps, 0, T - 1)
     ego, ag = log.ego, log.agents
@@ -109,7 +128,7 @@ def init_learned(log: Log, t0, key, handle: BehaviourHandle | None, history: int
     zero = lambda a: jnp.where(valid.reshape(valid.shape + (1,) * (a.ndim - 2)), a, 0.0)  # noqa: E731
     mem = LearnedAgents(
         xy=zero(xy).astype(jnp.float32), yaw=zero(yaw).astype(jnp.float32), speed=zero(speed).astype(jnp.float32),
-        valid=valid, controls=jnp.zeros((valid.shape[0], 2), jnp.float32), key=key,
+        valid=valid, controls=jnp.zeros((valid.shape[0], 2), jnp.float32), key=key, stride=stride,
     )  # fmt: skip
     mem = mem.replace(controls=_controls(mem, log, handle, 0, temperature))
     agents = AgentState(xy=mem.xy[1:, -1], yaw=mem.yaw[1:, -1], speed=mem.speed[1:, -1], valid=mem.valid[1:, -1])

@@ -42,11 +42,12 @@ def test_shapes_over_batch_dims(head):
     cfg = BehaviourConfig(head=head, width=32, point_width=16)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(0))
     one = scene()
-    out = model(features(one, cfg))
+    feats = jax.jit(features, static_argnums=1)  # compiled once: eager feature code is slow op by op
+    out = model(feats(one, cfg))
     n_out = motion_tokens.NUM_TOKENS if head == "tokens" else cfg.mixture * 5
     assert out.shape == (6, n_out)
     batch = jax.tree.map(lambda a: jnp.broadcast_to(a, (2, 3) + a.shape), one)
-    f = jax.vmap(jax.vmap(lambda x: features(x, cfg)))(batch)
+    f = jax.jit(jax.vmap(jax.vmap(lambda x: features(x, cfg))))(batch)
     assert model(f).shape == (2, 3, 6, n_out)
     ctrl = sample_controls(out, jax.random.key(0), cfg)
     assert ctrl.shape == (6, 2) and bool(jnp.all(jnp.isfinite(ctrl)))

@@ -140,6 +140,7 @@ def test_registered_and_follow_the_protocol(sim_logs):
         check_planner(planner, obs)
 
 
+@pytest.mark.slow  # a closed loop compiled per planner: full suite only
 def test_run_under_jit_and_vmap_in_the_kinematic_engine(sim_logs):
     """Two scenarios in one compiled, vmapped closed loop per planner; the batch gives each
     scenario's own run."""
@@ -246,6 +247,7 @@ def test_merger_leaves_its_lane_behind_a_slow_or_stopped_car(merge_scene):
 # ------------------------------------------------------------------------- interaction
 
 
+@pytest.mark.slow  # a closed loop compiled per planner: full suite only
 def test_log_replay_misjudges_the_merger(merge_scene):
     """The merger pulls out in front of the faster car in the left lane. Replayed, that car drives
     on through the ego (an at-fault collision once its centre passes the ego's rear axle: PDMS 0);

@@ -20,8 +20,8 @@ SHIPPED = Path(__file__).parents[2] / "data" / "behaviour_small.npz"
 T0 = 40
 
 
-def _run(log, mode, handle, planner=BUILTIN["idm"], horizon=40, key=1):
-    sim = SimConfig(agents=mode)
+def _run(log, mode, handle, planner=BUILTIN["idm"], horizon=40, key=1, every=5):
+    sim = SimConfig(agents=mode, agent_every=every)
 
     @jax.jit
     def go(log):
@@ -46,13 +46,13 @@ def _perturb_future(log):
 
 
 @pytest.mark.slow  # three closed loops compiled twice each (about a minute)
-@pytest.mark.parametrize("mode", ["learned", "cv"])
-def test_future_log_frames_do_not_change_anything(sim_logs, mode):
+@pytest.mark.parametrize(("mode", "every"), [("learned", 5), ("cv", 5), ("learned", 1)])
+def test_future_log_frames_do_not_change_anything(sim_logs, mode, every):
     """Perturb every agent frame after the start: the whole trace is bit-identical."""
     log = jax.tree.map(jnp.asarray, sim_logs[0])
     handle = BehaviourHandle.of(BehaviourModel(BehaviourConfig(width=32, point_width=16), rngs=nnx.Rngs(0)))
-    a = _run(log, mode, handle if mode == "learned" else None)
-    b = _run(_perturb_future(log), mode, handle if mode == "learned" else None)
+    a = _run(log, mode, handle if mode == "learned" else None, every=every)
+    b = _run(_perturb_future(log), mode, handle if mode == "learned" else None, every=every)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # ... while log replay does change (the check can fail)
@@ -71,6 +71,34 @@ def test_constant_velocity_agents(sim_logs):
     np.testing.assert_allclose(yaw, np.broadcast_to(yaw[0], yaw.shape), atol=1e-5)
     step = np.linalg.norm(np.diff(np.asarray(tr.agents.xy)[:, v], axis=0), axis=-1)
     np.testing.assert_allclose(step, 0.1 * speed[1:], atol=1e-3)
+
+
+def test_agents_deciding_every_step(sim_logs):
+    """With agent_every=1 the agents decide at every 0.1 s step from the same 0.5 s-spaced history
+    (kept at every step): the memory holds 21 states, the model sees every fifth; in closed loop
+    (slow test below) the agents' motion differs from deciding every 0.5 s, while constant
+    velocity is the same either way."""
+    log = jax.tree.map(jnp.asarray, sim_logs[0])
+    handle = BehaviourHandle.of(BehaviourModel(BehaviourConfig(width=32, point_width=16), rngs=nnx.Rngs(0)))
+    sim = SimConfig(agents="learned", agent_every=1)
+    st = jax.jit(lambda lg: reset(lg, T0, jax.random.key(0), sim, handle))(log)  # compiled: eager is slow
+    assert st.learned.xy.shape[1] == 21 and st.learned.stride == 5
+    np.testing.assert_allclose(np.asarray(st.learned.xy[1:, ::5]), np.asarray(log.agents.xy[:, T0 - 20 : T0 + 1 : 5])
+                               * np.asarray(st.learned.valid[1:, ::5])[..., None], atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="agent_every"):
+        SimConfig(agents="learned", agent_every=2)
+
+
+@pytest.mark.slow  # four closed loops compiled
+def test_agents_deciding_every_step_move_differently(sim_logs):
+    log = jax.tree.map(jnp.asarray, sim_logs[0])
+    handle = BehaviourHandle.of(BehaviourModel(BehaviourConfig(width=32, point_width=16), rngs=nnx.Rngs(0)))
+    a, b = _run(log, "learned", handle, every=1), _run(log, "learned", handle, every=5)
+    assert np.all(np.isfinite(np.asarray(a.agents.xy)))
+    assert not np.allclose(np.asarray(a.agents.xy), np.asarray(b.agents.xy))
+    np.testing.assert_allclose(
+        np.asarray(_run(log, "cv", None, every=1).agents.xy), np.asarray(_run(log, "cv", None).agents.xy), atol=1e-5
+    )
 
 
 def test_learned_agents_need_the_model(sim_logs):
