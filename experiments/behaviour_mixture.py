@@ -22,5 +22,7 @@ def get_config(quick: bool = False, head: str = "mixture"):
     if quick:
         return exp
     return dataclasses.replace(
-        exp, data=dataclasses.replace(exp.data, edited_seeds=()), train=dataclasses.replace(exp.train, steps=4000)
+        exp,
+        data=dataclasses.replace(exp.data, edited_seeds=(), pushed_seeds=()),
+        train=dataclasses.replace(exp.train, steps=4000),
     )

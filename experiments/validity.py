@@ -80,6 +80,7 @@ def main(argv=None) -> int:
         "choose settings on another, e.g. 8 with --dataroot data/validation/seed8)",
     )  # fmt: skip
     ap.add_argument("--temperature", type=float, default=None, help="sampling temperature of the learned agents")
+    ap.add_argument("--agent-every", type=int, default=None, help="sim steps between the learned agents' decisions")
     ap.add_argument("--settings", default=";".join(SETTINGS), help="semicolon-separated subset of the settings")
     ap.add_argument("--behaviour", default=str(DEFAULT_BEHAVIOUR))
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -117,8 +118,11 @@ def main(argv=None) -> int:
         "world_model": str(args.checkpoint),
     }  # fmt: skip
     t_all = time.perf_counter()
-    temperature = SimConfig().temperature if args.temperature is None else args.temperature
-    old = _resumable(Path(args.out), out, temperature) if args.resume else None
+    sampling = (
+        SimConfig().temperature if args.temperature is None else args.temperature,
+        SimConfig().agent_every if args.agent_every is None else args.agent_every,
+    )
+    old = _resumable(Path(args.out), out, sampling) if args.resume else None
     if old is not None:
         out["settings"] = old["settings"]
         out["truth"], out["truth_per_scenario"] = old["truth"], old["truth_per_scenario"]
@@ -143,6 +147,8 @@ def main(argv=None) -> int:
         sim = SimConfig(agents=s["agents"])
         if args.temperature is not None:
             sim = dataclasses.replace(sim, temperature=args.temperature)
+        if args.agent_every is not None:
+            sim = dataclasses.replace(sim, agent_every=args.agent_every)
         cfg = dataclasses.replace(base, sim=sim)
         if s["wm"]:
             if contexts is None:
@@ -158,6 +164,7 @@ def main(argv=None) -> int:
         agree["per_scenario"] = {p: [float(x) for x in res[p]["pdms"]] for p in names}
         agree["behaviour_sha256"] = out["provenance"].get("checkpoint_sha256") if s["agents"] == "learned" else None
         agree["temperature"] = sim.temperature if s["agents"] == "learned" else None
+        agree["agent_every"] = sim.agent_every if s["agents"] in ("learned", "cv") else None
         out["settings"][name] = agree
         con.print(
             f"{name}: tau {agree['kendall_tau']:.3f} {agree['kendall_tau_ci']}, rho {agree['spearman_rho']:.3f}, "
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _resumable(path: Path, out: dict, temperature: float) -> dict | None:
+def _resumable(path: Path, out: dict, sampling: tuple[float, int]) -> dict | None:
     """The earlier run at `path`, if it ran the same scenarios, planners, samples and data."""
     import json
 
@@ -183,10 +190,13 @@ def _resumable(path: Path, out: dict, temperature: float) -> dict | None:
         return None
     # settings of learned agents are kept only if they ran this behaviour model
     sha = out["provenance"].get("checkpoint_sha256")
-    old["settings"] = {
-        k: v for k, v in old["settings"].items()
-        if v.get("behaviour_sha256") is None or (v["behaviour_sha256"] == sha and v.get("temperature") == temperature)
-    }  # fmt: skip
+    def same(v):
+        if v.get("behaviour_sha256") is None:  # no learned agents
+            return True
+        every = v.get("agent_every") or 5  # runs before the setting existed decided every 0.5 s
+        return v["behaviour_sha256"] == sha and v.get("temperature") == sampling[0] and every == sampling[1]
+
+    old["settings"] = {k: v for k, v in old["settings"].items() if same(v)}
     return old
 
 
