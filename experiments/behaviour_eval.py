@@ -57,16 +57,22 @@ def main() -> None:
     p.add_argument("--out", default="experiments/results/behaviour.json")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the learned agents")
-    p.add_argument("--agent-every", type=int, default=5, help="sim steps between the agents' decisions (1 or 5)")
+    p.add_argument(
+        "--agent-every", type=int, default=None, help="sim steps between the agents' decisions, 1 or 5 (default: the engine's)"
+    )
     p.add_argument(
         "--validation", action="store_true", help="the validation seeds (for choosing settings), not the held-out ones"
     )
     args = p.parse_args()
+    if args.agent_every is None:
+        from drivesim.sim.engine import SimConfig
+
+        args.agent_every = SimConfig().agent_every
     set_command(
         "python experiments/behaviour_eval.py "
         + " ".join(f"{k} {v}" for k, v in (("--model", args.model), ("--out", args.out)))
         + (f" --temperature {args.temperature:g}" if args.temperature != 1.0 else "")
-        + (f" --agent-every {args.agent_every}" if args.agent_every != 5 else "")
+        + f" --agent-every {args.agent_every}"
         + (" --quick" if args.quick else "")
         + (" --validation" if args.validation else "")
     )

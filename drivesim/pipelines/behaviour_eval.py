@@ -84,7 +84,7 @@ def _stack(logs):
 
 def rollouts(
     logs, starts, mode: str, behaviour, samples: int, horizon: int, seed: int = 0, batch: int = 8,
-    temperature: float = 1.0, agent_every: int = 5,
+    temperature: float = 1.0, agent_every: int = 1,
 ):  # fmt: skip
     """Agent rollouts with the ego replaying the log. Returns a dict of host arrays with a leading
     (scenario, sample) pair of axes: xy (S, K, H + 1, A, 2), yaw, speed, valid (S, K, H + 1, A),
@@ -319,7 +319,7 @@ def realism(pred: dict, truth: dict) -> dict:
 
 def evaluate_agents(
     logs, h: HeldOut, behaviour, samples: int = 6, seed: int = 0, progress: bool = True, temperature: float = 1.0,
-    agent_every: int = 5,
+    agent_every: int = 1,
 ) -> dict:  # fmt: skip
     """Every metric of every agent model on held-out logs: {mode: {metric: value}}."""
     runs = {}
@@ -408,7 +408,7 @@ def edited_scenes(recipes, edit_step: int, load, min_shift: float = 1.0, progres
 
 def reactivity(
     cases, edit_step: int, horizon: int, behaviour, samples: int = 6, seed: int = 0, progress=True,
-    temperature: float = 1.0, agent_every: int = 5,
+    temperature: float = 1.0, agent_every: int = 1,
 ) -> dict:  # fmt: skip
     """Displacement (m, mean over keyframes and samples) of the agents each edit affects, from the
     true re-simulation: every agent model and log replay, per edit and overall."""
