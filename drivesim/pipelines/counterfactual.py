@@ -241,7 +241,7 @@ def run_counterfactual(
         truth_images, truth_bev = model_view(truth["frames"], truth["occupancy"], mcfg)
         fidelity = _fidelity(edit.grids[:, 1:], edit.images[:, 1:], truth_bev, truth_images)
         fidelity["mean"]["agent_displacement"] = _displacement(
-            edit.agents.xy, truth["agents_xy"], truth["agents_valid"]
+            edit.agents.xy, edit.agents.valid, truth["agents_xy"], truth["agents_valid"]
         )
     return Counterfactual(
         scene=scene, t0=t0, edits=[E.spec_of(e) for e in edits], ego=ego_name, horizon=F / 2,
@@ -293,14 +293,17 @@ def _truth(dataroot: Path, scene, log, info, step0, agent_edits, edit_trace, F, 
     return w
 
 
-def _displacement(trace_xy, truth_xy, truth_valid) -> float:
+def _displacement(trace_xy, trace_valid, truth_xy, truth_valid) -> float:
     """Mean distance (m) between generated and true positions of the log's agents at the
-    keyframes (trace_xy: (K, steps + 1, A', 2) at 10 Hz; truth: (A, F, 2) / (A, F))."""
+    keyframes where both have them (trace_xy: (K, steps + 1, A', 2), trace_valid (K, steps + 1,
+    A') at 10 Hz; truth: (A, F, 2) / (A, F)). An agent the generation dropped (a log-replayed
+    agent whose track ends) is not counted as metres from the origin."""
     A, F = truth_valid.shape
-    gen = trace_xy[:, 5 * np.arange(1, F + 1)][:, :, :A]  # (K, F, A, 2)
+    k = 5 * np.arange(1, F + 1)
+    gen = np.asarray(trace_xy)[:, k][:, :, :A]  # (K, F, A, 2)
     d = np.linalg.norm(gen - np.swapaxes(truth_xy, 0, 1)[None], axis=-1)
-    m = np.swapaxes(truth_valid, 0, 1)[None]
-    return float((d * m).sum() / max(m.sum() * d.shape[0], 1))
+    m = np.swapaxes(truth_valid, 0, 1)[None] & np.asarray(trace_valid)[:, k][:, :, :A]
+    return float((d * m).sum() / max(m.sum(), 1))
 
 
 def _fidelity(bev, images, truth_bev, truth_images) -> dict:
