@@ -58,7 +58,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the learned agents")
     p.add_argument(
-        "--agent-every", type=int, default=None, help="sim steps between the agents' decisions, 1 or 5 (default: the engine's)"
+        "--agent-every",
+        type=int,
+        default=None,
+        help="sim steps between the agents' decisions, 1 or 5 (default: the engine's)",
     )
     p.add_argument(
         "--validation", action="store_true", help="the validation seeds (for choosing settings), not the held-out ones"
@@ -81,7 +84,9 @@ def main() -> None:
     handle = BehaviourHandle.of(load_behaviour(args.model))
     t0 = time.time()
     logs, recipes = heldout_logs(h)
-    open_loop = evaluate_agents(logs, h, handle, cfg.samples, cfg.seed, temperature=args.temperature, agent_every=args.agent_every)
+    open_loop = evaluate_agents(
+        logs, h, handle, cfg.samples, cfg.seed, temperature=args.temperature, agent_every=args.agent_every
+    )
     t1 = time.time()
     steps = int(round((h.seconds - 0.5) * 10)) + 1
     load = dataclasses.replace(EVAL_LOAD, max_steps=steps)
@@ -91,11 +96,23 @@ def main() -> None:
         for r in scene_recipes(SynthConfig(scenes=h.scenes_per_seed, seconds=h.seconds, seed=s))
     ]
     cases = edited_scenes(recipes, cfg.edit_step, load)
-    react = reactivity(cases, cfg.edit_step, h.horizon, handle, cfg.samples, cfg.seed, temperature=args.temperature, agent_every=args.agent_every)
+    react = reactivity(
+        cases,
+        cfg.edit_step,
+        h.horizon,
+        handle,
+        cfg.samples,
+        cfg.seed,
+        temperature=args.temperature,
+        agent_every=args.agent_every,
+    )
     out = {
         "config": {
-            "heldout": dataclasses.asdict(h), "samples": cfg.samples, "edit_step": cfg.edit_step,
-            "reactivity_seeds": list(cfg.reactivity_seeds), "temperature": args.temperature,
+            "heldout": dataclasses.asdict(h),
+            "samples": cfg.samples,
+            "edit_step": cfg.edit_step,
+            "reactivity_seeds": list(cfg.reactivity_seeds),
+            "temperature": args.temperature,
             "agent_every": args.agent_every,
         },  # fmt: skip
         "open_loop": open_loop,

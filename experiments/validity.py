@@ -6,8 +6,9 @@
 Held-out data: a synthetic dataroot of world seed 7 (12 scenes of 16 s, keyframe cameras only),
 written on first use with `drivesim synth --out data/heldout/seed7 --scenes 12 --seconds 16 --seed 7
 --camera-hz 2`. Neither model saw it: the world model trained on seed 1 (calibrated on 2), the
-behaviour model on seeds 100..169 (its settings were chosen on 180..183 and on seed 8). Scenarios: 8 s of closed loop from every 2 s of a scene that
-has a lane route at its start (the first 32).
+behaviour model on seeds 100..169 (its settings were chosen on 180..183 and on seed 8).
+Scenarios: 8 s of closed loop from every 2 s of a scene that has a lane route at its start (the
+first 32).
 
 Every built-in planner is scored by the truth engine (the synthetic world re-simulated with the
 planner driving: ground truth) and by each setting below; each setting's ranking is compared with
@@ -190,6 +191,7 @@ def _resumable(path: Path, out: dict, sampling: tuple[float, int]) -> dict | Non
         return None
     # settings of learned agents are kept only if they ran this behaviour model
     sha = out["provenance"].get("checkpoint_sha256")
+
     def same(v):
         if v.get("behaviour_sha256") is None:  # no learned agents
             return True

@@ -145,9 +145,7 @@ def simulate(plan: ScenePlan) -> SceneRecord:
     return resimulate(plan, None, ())
 
 
-def resimulate(
-    plan: ScenePlan, t: float | None, edits: tuple[Edit, ...] | list[Edit], each_step=None
-) -> SceneRecord:
+def resimulate(plan: ScenePlan, t: float | None, edits: tuple[Edit, ...] | list[Edit], each_step=None) -> SceneRecord:
     """Re-run `plan`, applying `edits` to the world's state at log time `t`.
 
     Up to `t` the result equals `simulate(plan)` exactly; from `t` on it is the world's response

@@ -97,7 +97,9 @@ def test_agents_deciding_every_step_move_differently(sim_logs):
     assert np.all(np.isfinite(np.asarray(a.agents.xy)))
     assert not np.allclose(np.asarray(a.agents.xy), np.asarray(b.agents.xy))
     np.testing.assert_allclose(
-        np.asarray(_run(log, "cv", None, every=1).agents.xy), np.asarray(_run(log, "cv", None, every=5).agents.xy), atol=1e-5
+        np.asarray(_run(log, "cv", None, every=1).agents.xy),
+        np.asarray(_run(log, "cv", None, every=5).agents.xy),
+        atol=1e-5,
     )
 
 
