@@ -104,6 +104,8 @@ def main() -> int:
                     help="the other agents of both engines: learned (the default: the behaviour model; the world "
                     "model free-running, rendering them), cv, or the guided pass-through of log / idm")  # fmt: skip
     ap.add_argument("--behaviour", default=str(ROOT / "data" / "behaviour_small.npz"), help="behaviour model file")
+    ap.add_argument("--agent-every", type=int, default=None,
+                    help="sim steps between the learned agents' decisions, 1 or 5 (default: the engine's, 1)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a smoke run: batches 1 and 2, 10 sim steps, 2 repeats")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_closed_loop.json"))
     args = ap.parse_args()
@@ -129,6 +131,10 @@ def main() -> int:
     batches = tuple(int(b) for b in (args.batches or ("1,2" if args.quick else "1,8,32")).split(","))
     repeats = args.repeats or (2 if args.quick else 3)
     sim = engine.SimConfig(agents=args.agents)
+    if args.agent_every is not None:
+        import dataclasses
+
+        sim = dataclasses.replace(sim, agent_every=args.agent_every)
     behaviour = None
     if args.agents == "learned":
         from drivesim.model.behaviour_file import load_behaviour
@@ -215,6 +221,7 @@ def main() -> int:
             "sim_steps_per_frame": K,
             "planner": planner.name,
             "agents": args.agents,
+            "agent_every": sim.agent_every,
             "metrics_in_loop": True,
             "repeats": repeats,
             "quick": args.quick,
