@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from drivesim.cli import main
 from drivesim.synth.dataset import RECIPE_FILE
 
@@ -24,6 +26,7 @@ def test_scenes_lists_the_dataroot(tiny_dataroot, capsys):
     assert len(lines) == 3 and lines[0].startswith("scene-0001")
 
 
+@pytest.mark.slow  # compile-heavy: the full suite only (keeps --fast under 3 minutes)
 def test_cache_verb(tiny_dataroot, tmp_path, capsys):
     out = tmp_path / "cache"
     argv = ["cache", "--quiet", "--dataroot", str(tiny_dataroot), "--out", str(out), "--workers", "1"]

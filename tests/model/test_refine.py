@@ -54,6 +54,7 @@ def test_reference_moves_the_map_with_the_ego():
     np.testing.assert_array_equal(left[:, 2:, :9], onehot[:, :-2])
 
 
+@pytest.mark.slow  # compile-heavy: the full suite only (keeps --fast under 3 minutes)
 def test_a_reanchored_grid_is_resampled_at_its_own_cells_and_does_not_grow():
     # the model's own 1 m grid (a re-anchoring): a walkway row across a road, seen 0.6 m on
     grid = np.ones((80, 80), np.int64)

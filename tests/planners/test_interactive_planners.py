@@ -221,6 +221,7 @@ def test_assertive_keeps_its_speed_through_a_crossing_car(sim_logs):
     assert float(np.linalg.norm(_plan(Assertive(), standing)[-1])) < 14.0
 
 
+@pytest.mark.slow  # compile-heavy: the full suite only (keeps --fast under 3 minutes)
 def test_merger_leaves_its_lane_behind_a_slow_or_stopped_car(merge_scene):
     """The lane to the left is found; behind the slow car (and behind the same car stopped) the
     merger plans into it, where IDM stays in its lane and slows or stops (the closed loop, where it

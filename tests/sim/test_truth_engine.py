@@ -93,6 +93,7 @@ def test_world_copies_run_on_their_own(cruise):
         assert np.array_equal(s.center, r.center) and np.array_equal(s.speed, r.speed)
 
 
+@pytest.mark.slow  # compile-heavy: the full suite only (keeps --fast under 3 minutes)
 def test_a_follower_brakes_for_an_ego_that_stops_dead(cruise):
     """The ego stops dead on the road: in the world the car behind brakes and stops short of it;
     replayed from the log (kinematic engine) it drives straight into the ego."""
@@ -130,6 +131,7 @@ def box(centre, yaw, size):
     )
 
 
+@pytest.mark.slow  # compile-heavy: the full suite only (keeps --fast under 3 minutes)
 def test_no_reaction_gives_the_kinematic_log_replay_scores(tiny_dataroot, tiny_nusc):
     """The expert drives the logged path, so the world's traffic does what it did when it wrote
     the log: the truth engine scores it as the kinematic engine with log replay does.
