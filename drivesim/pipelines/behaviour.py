@@ -97,7 +97,7 @@ class AgentPushes:
             return
         n = world.n
         movers = np.flatnonzero(world.active[:n] & (world.kind[:n] <= KIND_VEHICLE))
-        gap, _ = world._leaders(movers, world.centers())
+        gap = world.leader_gaps(movers)
         followers = movers[(gap < self.gap) & (world.kind[movers] == KIND_VEHICLE)]
         hit = followers[self.rng.uniform(size=len(followers)) < self.share]
         for k in hit:

@@ -746,6 +746,10 @@ class Traffic:
             self._project(np.array([0]))
 
     # ------------------------------------------------------------------ interactions
+    def leader_gaps(self, movers: np.ndarray) -> np.ndarray:
+        """Gap (m) from each of `movers` to the nearest object in its corridor now (1e9 if none)."""
+        return self._leaders(movers, self.centers())[0]
+
     def _leaders(self, movers: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gap to, and speed of, the nearest object in each mover's corridor (gap 1e9 if none).
 
