@@ -4,12 +4,14 @@
     cp runs/behaviour_small/behaviour.npz data/behaviour_small.npz   # (+ .json): what drivesim ships
     .venv/bin/python experiments/behaviour_eval.py          # experiments/results/behaviour.json
 
-Data: the traffic-only fast path of the synthetic world (`drivesim.pipelines.behaviour`): 1,200
-scenes of 16 s on 30 world seeds (100..129: 120 maps) and 600 more on 15 seeds (130..144) in which
-the ego does something sudden at a random time (a hard brake or a stop, a lane change, a speed-up;
-`ego_edit`) and the world's traffic reacts: 1,800 scenes, none from the evaluation seeds,
-simulated without cameras in about 30 minutes on the 2-core CPU and cached under
-data/train/behaviour. Training: 6,000 steps of 32 examples (about 20 minutes).
+Data: the traffic-only fast path of the synthetic world (`drivesim.pipelines.behaviour`), 2,800
+scenes of 16 s, none from the validation (180..183) or evaluation (900..903) seeds: 1,200 plain
+ones on 30 world seeds (100..129: 120 maps); 1,000 on 25 seeds (130..144, 160..169) in which the
+ego does something sudden at a random time (a hard brake or a stop, a lane change, a speed-up;
+`ego_edit`) and the world's traffic reacts; 600 on 15 seeds (145..159) whose cars are pushed toward
+the car ahead (`AgentPushes`) and recover by the world's rules. Simulated without cameras in about
+35 minutes on the 2-core CPU and cached under data/train/behaviour. Training: 8,000 steps of 32
+examples (24 minutes).
 Head: motion tokens (`drivesim.model.motion_tokens`); the mixture head is the ablation
 (experiments/behaviour_mixture.py, compared in docs/behaviour.md).
 `get_config(quick=True)` shrinks everything for a smoke run of a minute.
