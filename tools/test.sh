@@ -10,11 +10,12 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   apt-get install -y -qq chromium >/dev/null 2>&1 \
     || echo "note: headless Chromium not installed; the report render test will be skipped"
 fi
-# --fast: the quick subset (tests not marked `slow`: no training, demo, device meshes or eval runs),
-# spread over the machine's cores by pytest-xdist (at most 4 workers; 2 on the CI machine).
-args=()
+# The tests are spread over the machine's cores by pytest-xdist (at most 4 workers; 2 on the CI
+# machine; `-n 0` runs them in one process). --fast: the quick subset (tests not marked `slow`: no
+# training, demo, device meshes or eval runs).
+args=(-n auto --maxprocesses 4)
 for a in "$@"; do
-  if [ "$a" = "--fast" ]; then args+=(-m "not slow" -n auto --maxprocesses 4); else args+=("$a"); fi
+  if [ "$a" = "--fast" ]; then args+=(-m "not slow"); else args+=("$a"); fi
 done
 set +e
 .venv/bin/python -m pytest "${args[@]}"
