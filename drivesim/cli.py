@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     c.set_defaults(func=cmd_cache)
 
-    b = sub.add_parser("bench", help="closed-loop planner benchmark (PDMS, CLS) with confidence intervals")
+    b = sub.add_parser("bench", help="closed-loop planner benchmark (PDMS, EPDMS, CLS) with confidence intervals")
     data_args(b)
     b.add_argument("--planners", default=None, help="comma-separated built-in planners (default: all)")
     b.add_argument("--planner-module", default=None, help="your planner: package.module:factory")
@@ -211,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-reference",
         action="store_true",
         help="the same as --compare kinematic (kept for old scripts)",
+    )
+    b.add_argument(
+        "--score",
+        default="pdms",
+        choices=["pdms", "epdms"],
+        help="the headline score that ranks the planners and that --compare agrees on: pdms (NAVSIM v1, the "
+        "default) or epdms (NAVSIM v2: adds driving direction, traffic lights, lane keeping, history and extended "
+        "comfort). Both are always reported",
     )
     b.add_argument("--out", default="out/bench", help="output folder")
     b.set_defaults(func=cmd_bench)

@@ -26,6 +26,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--horizon", type=int, default=80, help="closed-loop steps per rollout")
+    ap.add_argument(
+        "--epdms-only", action="store_true", help="only the EPDMS-overhead comparison (batch 64; 16 with --quick)"
+    )
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_sim.json"))
     args = ap.parse_args()
 
@@ -36,6 +39,7 @@ def main() -> int:
 
     from drivesim.atomic import write_json
     from drivesim.data.loader import LoadConfig
+    from drivesim.metrics.pdms import MetricConfig
     from drivesim.planners.builtin import IdmPlanner
     from drivesim.provenance import machine, provenance
     from drivesim.sim.closed_loop import evaluate, pdms_terms
@@ -72,6 +76,7 @@ def main() -> int:
             "horizon_steps": H,
             "planner": planner.name,
             "pdms_in_loop": True,
+            "epdms": True,
         },
         "runs": [],
     }
@@ -80,6 +85,53 @@ def main() -> int:
         picks = [(logs[i % len(logs)], 20 + (7 * i) % 80) for i in range(n)]
         stacked = jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), *[p[0] for p in picks])
         return stacked, jnp.asarray([p[1] for p in picks], jnp.int32)
+
+    # EPDMS's cost: the same rollouts scored with PDMS only (no lane-keeping / traffic-light terms,
+    # no plans kept, no history, extended comfort or human filter) and with EPDMS as well;
+    # compiled once each, timed interleaved so that machine noise hits both alike.
+    n_ep = 16 if args.quick else 64
+    overhead = []
+    for agents in ("log", "idm"):
+        cfg = SimConfig(agents=agents)
+        lg, t0 = batch_of(n_ep)
+        states = jax.block_until_ready(jax.jit(jax.vmap(lambda lg, t, c=cfg: reset(lg, t, None, c)))(lg, t0))
+        keys = jax.random.split(jax.random.key(0), n_ep)
+        programs = {}
+        for on in (False, True):
+            metrics = MetricConfig(epdms=on)
+
+            def loop_m(states, keys, c=cfg, m=metrics):
+                def one(s, k):
+                    _, tr = rollout(s, planner, None, H, k, c, pdms_terms(m), keep_plans=m.epdms)
+                    sc = evaluate(s, tr, H, m)
+                    return sc.pdms, sc.epdms
+
+                return jax.vmap(one)(states, keys)
+
+            programs[on] = jax.jit(loop_m).lower(states, keys).compile()
+            jax.block_until_ready(programs[on](states, keys))
+        times = {False: [], True: []}
+        for _ in range(repeats + 2):
+            for on in (False, True):
+                tic = time.perf_counter()
+                jax.block_until_ready(programs[on](states, keys))
+                times[on].append(time.perf_counter() - tic)
+        off_s, on_s = statistics.median(times[False]), statistics.median(times[True])
+        row = {"agents": agents, "batch": n_ep, "pdms_only_seconds": off_s, "with_epdms_seconds": on_s,
+               "ratio": on_s / off_s, "repeats": repeats + 2}  # fmt: skip
+        overhead.append(row)
+        con.print(f"EPDMS overhead, {agents} agents, batch {n_ep}: {off_s:.3f} s -> {on_s:.3f} s ({row['ratio']:.3f}x)")
+    results["epdms_overhead"] = overhead
+    if args.epdms_only:
+        out = Path(args.out)
+        prior = {}
+        if out.exists():  # keep the other sections of an earlier full run
+            import json
+
+            prior = json.loads(out.read_text())
+        prior.update(epdms_overhead=overhead, epdms_overhead_provenance=provenance(), machine=machine())
+        con.print(f"saved {write_json(out, prior)}")
+        return 0
 
     for agents in ("log", "idm"):
         cfg = SimConfig(agents=agents)

@@ -4,7 +4,8 @@ One code path for nuScenes v1.0-mini, v1.0-trainval and drivesim's synthetic set
 on a fixed time grid (`LoadConfig.rate_hz`): 2 Hz is the keyframes; higher rates interpolate the
 annotated boxes between keyframes (as nuScenes' own `get_boxes` does for sweeps) and use the ego
 poses recorded with every sensor reading. Agents that appear and vanish, missing annotations and
-gaps are marked invalid rather than filled in.
+gaps are marked invalid rather than filled in. Traffic lights come from the dataroot's
+`drivesim_signals.json` (`drivesim.data.signals`); without it a log's lights are unknown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from drivesim.data.classes import agent_class_of
 from drivesim.data.dataroot import find_scene
 from drivesim.data.map_index import map_index
 from drivesim.data.map_raster import rasterize_map
+from drivesim.data.signals import file_signals
 from drivesim.data.types import (
     CAMERA_CHANNELS,
     EGO_SIZE,
@@ -28,6 +30,7 @@ from drivesim.data.types import (
     Log,
     LogInfo,
     MapData,
+    Signals,
 )
 from drivesim.errors import DataError
 
@@ -63,6 +66,8 @@ class LoadConfig:
     """Which camera frames `LogInfo.camera_files` points to: keyframes, or any (sweeps too)."""
     image_size: tuple[int, int] | None = None
     """(width, height) the rig intrinsics are scaled to; None keeps the dataset's image size."""
+    max_signals: int = 16
+    """Traffic-light stop-line slots; the stop lines nearest the ego's path are kept."""
 
     def __post_init__(self):
         if self.rate_hz <= 0:
@@ -123,7 +128,8 @@ def load_log(nusc, scene_name: str, cfg: LoadConfig = LoadConfig()) -> tuple[Log
     map_data, n_lanes = _map(nusc.dataroot, location, np.asarray(ego.xy)[np.asarray(ego.valid)], cfg)
     rig, image_size = _rig(nusc, samples[0], cfg)
     files = _camera_files(nusc, scene, samples, start_us, grid, in_scene, cfg)
-    log = Log(time=grid.astype(np.float32), ego=ego, agents=agents, map=map_data, rig=rig)
+    signals = Signals(**file_signals(nusc.dataroot, scene["token"], grid, cfg.max_signals))
+    log = Log(time=grid.astype(np.float32), ego=ego, agents=agents, map=map_data, rig=rig, signals=signals)
     info = LogInfo(
         scene_name=scene_name,
         scene_token=scene["token"],

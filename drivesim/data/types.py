@@ -126,6 +126,49 @@ class MapData:
 
 
 @struct.dataclass
+class Signals:
+    """Traffic lights of a scene: the stop lines they control and when each light is red.
+
+    Each stop line is a box across its lane, just before an intersection. The synthetic world
+    knows its lights and writes their states beside the logs (`drivesim.synth.signals`); real
+    nuScenes has no light states, so there `known` is False and every light reads not red.
+
+    Attributes:
+      centre: (..., S, 2) float32 global xy of each stop-line box centre.
+      yaw: (..., S) float32 driving direction of the lane the stop line controls.
+      size: (..., S, 2) float32 `(depth along the lane, width across it)`.
+      valid: (..., S) bool, False on padded slots.
+      red: (..., T, S) bool in a `Log` (on its time axis); (..., S) in an `Observation` (now).
+      known: (...) bool: the light states are known (False: every `red` is False, unknown).
+    """
+
+    centre: jnp.ndarray
+    yaw: jnp.ndarray
+    size: jnp.ndarray
+    valid: jnp.ndarray
+    red: jnp.ndarray
+    known: jnp.ndarray
+
+    @staticmethod
+    def empty(num_lines: int, num_steps: int) -> dict[str, np.ndarray]:
+        """Host arrays of no stop lines and unknown states (real nuScenes), for the constructor."""
+        S, T = num_lines, num_steps
+        return {
+            "centre": np.zeros((S, 2), np.float32),
+            "yaw": np.zeros(S, np.float32),
+            "size": np.zeros((S, 2), np.float32),
+            "valid": np.zeros(S, bool),
+            "red": np.zeros((T, S), bool),
+            "known": np.zeros((), bool),
+        }
+
+    def now(self, t) -> Signals:
+        """The lights at log step t (`red` (..., S)); for one scene (no batch dims)."""
+        T = self.red.shape[-2]
+        return self.replace(red=self.red[jnp.clip(t, 0, T - 1)])
+
+
+@struct.dataclass
 class CameraRig:
     """Six cameras, in `CAMERA_CHANNELS` order.
 
@@ -151,6 +194,7 @@ class Log:
       agents: the other objects, A slots x T steps.
       map: lanes and the semantic raster around the scene.
       rig: the camera rig.
+      signals: the traffic lights' stop lines and states (`known` False on real nuScenes).
     """
 
     time: jnp.ndarray
@@ -158,6 +202,7 @@ class Log:
     agents: AgentTracks
     map: MapData
     rig: CameraRig
+    signals: Signals
 
     @property
     def num_steps(self) -> int:
@@ -392,6 +437,8 @@ class Observation:
       expert: (K, 2) and `expert_yaw` (K,): the logged ego future in the ego frame at the
         trajectory rate (what the log-replay planner returns); privileged information.
       expert_yaw: (K,)
+      signals: the traffic lights now (`Signals` with `red` (S,)); `known` False where the data
+        has no light states.
     """
 
     time: jnp.ndarray
@@ -405,3 +452,4 @@ class Observation:
     map: MapData
     expert: jnp.ndarray
     expert_yaw: jnp.ndarray
+    signals: Signals

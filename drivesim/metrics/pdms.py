@@ -55,7 +55,7 @@ from flax import struct
 
 from drivesim.data.classes import OBSTACLE, OCC_CROSSING, OCC_DRIVABLE, OCC_LANE_MARKING, PEDESTRIAN
 from drivesim.data.geometry import box_corners, overlap_in_frame
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, MapData, Route
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, MapData, Route, Signals
 
 DRIVABLE_CLASSES = (OCC_DRIVABLE, OCC_CROSSING, OCC_LANE_MARKING)
 """Map raster classes the ego footprint may stand on."""
@@ -109,6 +109,30 @@ class MetricConfig:
     """Farther than this (m) from every (non-connector) lane centreline point the ego has no lane
     direction and cannot drive the wrong way."""
 
+    epdms: bool = True
+    """Compute the terms only EPDMS needs (lane keeping, traffic lights; `drivesim.metrics.epdms`).
+    False skips them (they read compliant) and keeps PDMS's cost: for speed comparisons."""
+    lane_keeping_limit: float = 0.5
+    """EPDMS lane keeping: farther than this (m) from the lane centreline counts as drifting."""
+    lane_keeping_window: float = 2.0
+    """EPDMS lane keeping fails after drifting this long (s) without a break (steps in
+    intersections neither count nor break the run), as NAVSIM v2."""
+    human_filter: bool = True
+    """EPDMS's human filter (NAVSIM v2's `human_penalty_filter`): a term the logged ego fails too is
+    not held against the planner (`drivesim.metrics.epdms`)."""
+    history_seconds: float = 1.5
+    """EPDMS history comfort: seconds of the logged ego before the start that the comfort bounds
+    are checked over together with the rollout (NAVSIM's 1.5 s of agent history)."""
+    ec_accel: float = 0.7
+    """EPDMS extended comfort: largest RMS difference (m/s^2) of the acceleration magnitude between
+    consecutive plans over the time they overlap (NAVSIM v2's thresholds, this and below)."""
+    ec_jerk: float = 0.5
+    """... of the jerk (m/s^3)."""
+    ec_yaw_rate: float = 0.1
+    """... of the yaw rate (rad/s)."""
+    ec_yaw_accel: float = 0.1
+    """... of the yaw acceleration (rad/s^2)."""
+
     def __post_init__(self):
         if not (self.ttc_dt > 0 and self.ttc_horizon >= self.ttc_dt):
             raise ValueError(f"MetricConfig needs 0 < ttc_dt <= ttc_horizon, got {self}")
@@ -140,6 +164,11 @@ class StepTerms:
       progress: (...) float32 arc length (m) of the rear axle's projection on the route.
       wrong_way: (...) float32 metres driven against the nearest lane's direction in this step.
       speed: (...) float32 ego speed (m/s).
+      lane_deviation: (...) float32 distance (m) from the ego box centre to the nearest lane
+        centreline (lane connectors excluded; inf with no lane); 0 when `MetricConfig.epdms` is off.
+      in_intersection: (...) bool: the nearest centreline of all is a lane connector's.
+      red_light: (...) bool: the ego box overlaps the stop line of a red light that controls its
+        direction of travel (False when the states are unknown or `MetricConfig.epdms` is off).
     """
 
     collision: jnp.ndarray
@@ -149,6 +178,9 @@ class StepTerms:
     progress: jnp.ndarray
     wrong_way: jnp.ndarray
     speed: jnp.ndarray
+    lane_deviation: jnp.ndarray
+    in_intersection: jnp.ndarray
+    red_light: jnp.ndarray
 
 
 @struct.dataclass
@@ -173,6 +205,15 @@ class Scores:
         (NaN if none).
       first_offroad_time: seconds to the first step off the drivable area (NaN if none).
       first_ttc_violation_time: seconds to the first TTC violation (NaN if none).
+      ddc: EPDMS driving-direction compliance (1, 0.5 or 0; the CLS multiplier's rule).
+      tlc: EPDMS traffic-light compliance (1 or 0; 1 where the light states are unknown).
+      tlc_known: 1 if the light states were known (TLC was checked), else 0.
+      lk: EPDMS lane keeping (1 or 0).
+      hc: EPDMS history comfort (1 or 0): `score` checks the rollout alone (= c);
+        `drivesim.metrics.epdms.extend` prepends the logged history.
+      ec: EPDMS extended comfort in [0, 1]: `score` gives 1; `extend` compares consecutive plans.
+      epdms: nc * dac * ddc * tlc * (5 ep + 5 ttc + 2 lk + 2 hc + 2 ec) / 16 (NAVSIM v2; after
+        `extend`, with its human filter).
     """
 
     nc: jnp.ndarray
@@ -191,6 +232,13 @@ class Scores:
     first_collision_time: jnp.ndarray
     first_offroad_time: jnp.ndarray
     first_ttc_violation_time: jnp.ndarray
+    ddc: jnp.ndarray
+    tlc: jnp.ndarray
+    tlc_known: jnp.ndarray
+    lk: jnp.ndarray
+    hc: jnp.ndarray
+    ec: jnp.ndarray
+    epdms: jnp.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +254,7 @@ def step_terms(
     route: Route,
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
     prev_ego: EgoState | None = None,
+    signals: Signals | None = None,
 ) -> StepTerms:
     """The score terms of one scenario at one step (the rules are in the module docstring).
 
@@ -220,6 +269,7 @@ def step_terms(
       cfg: thresholds (static).
       prev_ego: the ego one step earlier, for the distance driven in this step; None uses
         `speed * SIM_DT` along the heading.
+      signals: the traffic lights now (`Signals.now`), or None (no lights: TLC holds).
 
     Returns:
       `StepTerms` of () scalars.
@@ -246,15 +296,64 @@ def step_terms(
 
         ttc = _time_to_collision(ego, d_ego, rel_yaw, agents, agent_half, ego_half, overlaps, moving, cfg)
         disp = jnp.asarray(ego.xy - prev_ego.xy, jnp.float32) if prev_ego is not None else ego.speed * SIM_DT * heading
+        lanes = map_terms(map, signals, ego_xy, ego.yaw, disp, cfg)
         return StepTerms(
             collision=collision,
-            drivable=_on_drivable(map, ego_xy, ego.yaw),
+            drivable=lanes["drivable"],
             ttc=ttc,
             ttc_ok=ttc >= cfg.ttc_threshold,
             progress=route_progress(route, ego_xy),
-            wrong_way=_wrong_way(map, center, disp, cfg),
+            wrong_way=lanes["wrong_way"],
             speed=jnp.asarray(ego.speed, jnp.float32),
+            lane_deviation=lanes["lane_deviation"],
+            in_intersection=lanes["in_intersection"],
+            red_light=lanes["red_light"],
         )
+
+
+def map_terms(
+    map: MapData, signals: Signals | None, ego_xy: jnp.ndarray, ego_yaw: jnp.ndarray, disp: jnp.ndarray,
+    cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
+) -> dict[str, jnp.ndarray]:
+    """The terms of one ego pose that need only the map and the lights, not the other agents (so
+    that they can be computed for the logged ego too: EPDMS's human filter).
+
+    Args:
+      map: the map; signals: the lights now (`red` (S,)) or None.
+      ego_xy: (2,) rear axle; ego_yaw: (); disp: (2,) metres moved in this step.
+
+    Returns:
+      dict of () arrays: drivable, wrong_way, lane_deviation, in_intersection, red_light (see
+      `StepTerms`).
+    """
+    ego_xy = jnp.asarray(ego_xy, jnp.float32)
+    heading = jnp.stack([jnp.cos(ego_yaw), jnp.sin(ego_yaw)])
+    center = ego_xy + EGO_REAR_AXLE_TO_CENTER * heading
+    wrong_way, deviation, in_intersection = _lane_terms(map, center, disp, cfg)
+    if not cfg.epdms:
+        deviation, in_intersection = jnp.zeros((), jnp.float32), jnp.zeros((), bool)
+    red = _on_red_stop_line(signals, center, ego_yaw) if (cfg.epdms and signals is not None) else jnp.zeros((), bool)
+    return {
+        "drivable": _on_drivable(map, ego_xy, ego_yaw),
+        "wrong_way": wrong_way,
+        "lane_deviation": deviation,
+        "in_intersection": in_intersection,
+        "red_light": red,
+    }
+
+
+def _on_red_stop_line(signals: Signals, center: jnp.ndarray, ego_yaw: jnp.ndarray) -> jnp.ndarray:
+    """() bool: the ego box (centre (2,), heading) overlaps a red light's stop line whose lane runs
+    within 90 degrees of the ego's heading (a stop line of the other direction does not apply)."""
+    cos, sin = jnp.cos(ego_yaw), jnp.sin(ego_yaw)
+    d = jnp.asarray(signals.centre, jnp.float32) - center
+    d_ego = jnp.stack([d[:, 0] * cos + d[:, 1] * sin, d[:, 1] * cos - d[:, 0] * sin], axis=-1)
+    rel_yaw = signals.yaw - ego_yaw
+    ego_half = 0.5 * jnp.asarray(EGO_SIZE[:2], jnp.float32)
+    half = 0.5 * jnp.asarray(signals.size, jnp.float32)
+    hit = jax.vmap(overlap_in_frame, in_axes=(0, 0, None, 0))(d_ego, rel_yaw, ego_half, half)
+    facing = jnp.cos(rel_yaw) > 0.0
+    return jnp.any(hit & facing & signals.valid & signals.red & signals.known)
 
 
 def _behind_rear_axle(x_from_center: jnp.ndarray) -> jnp.ndarray:
@@ -328,30 +427,34 @@ def route_progress(route: Route, xy: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(jnp.any(seg_valid), progress, 0.0)
 
 
-def _wrong_way(map: MapData, center: jnp.ndarray, disp: jnp.ndarray, cfg: MetricConfig) -> jnp.ndarray:
-    """() metres of `disp` (2,) against the direction of the lane nearest to `center` (2,).
+def _lane_terms(map: MapData, center: jnp.ndarray, disp: jnp.ndarray, cfg: MetricConfig):
+    """Where `center` (2,) stands among the lanes: (metres of `disp` (2,) against the direction of
+    the nearest lane, distance to that lane's centreline, whether a lane connector is nearer).
 
     "Nearest" is by point-to-segment distance over every piece of every lane, so that a lane whose
     sample points happen to fall beside the ego is not preferred over the one it is on. Lane
-    connectors are skipped: inside intersections they cross at every angle, so the nearest one
-    says nothing about the ego's own direction.
+    connectors are skipped for the direction and the distance: inside intersections they cross at
+    every angle, so the nearest one says nothing about the ego's own lane; that one is nearer
+    marks the ego as in an intersection.
     """
     lanes = jnp.asarray(map.lane_xy, jnp.float32)
-    usable = map.lane_valid & ~map.lane_is_connector
     # x and y apart (see `route_progress`)
     ax, ay = lanes[:, :-1, 0] - center[0], lanes[:, :-1, 1] - center[1]  # (L, P-1)
     abx, aby = lanes[:, 1:, 0] - center[0] - ax, lanes[:, 1:, 1] - center[1] - ay
     length2 = abx * abx + aby * aby
     t = jnp.clip(-(ax * abx + ay * aby) / jnp.maximum(length2, 1e-12), 0.0, 1.0)
     fx, fy = ax + t * abx, ay + t * aby
-    d2 = jnp.where(usable[:, None] & (length2 > 1e-12), fx * fx + fy * fy, jnp.inf).reshape(-1)
+    dist2 = jnp.where(map.lane_valid[:, None] & (length2 > 1e-12), fx * fx + fy * fy, jnp.inf)
+    d2 = jnp.where(map.lane_is_connector[:, None], jnp.inf, dist2).reshape(-1)
     k = _argmin(d2)
     k = jnp.minimum(k, d2.shape[0] - 1)
     tx, ty = abx.reshape(-1)[k], aby.reshape(-1)[k]
     norm = jnp.sqrt(length2.reshape(-1)[k])
     near = d2[k] <= cfg.lane_search_radius**2
     along = (disp[0] * tx + disp[1] * ty) / jnp.maximum(norm, 1e-6)
-    return jnp.where(near, jnp.maximum(-along, 0.0), 0.0).astype(jnp.float32)
+    wrong_way = jnp.where(near, jnp.maximum(-along, 0.0), 0.0).astype(jnp.float32)
+    connector2 = jnp.min(jnp.where(map.lane_is_connector[:, None], dist2, jnp.inf))
+    return wrong_way, jnp.sqrt(d2[k]).astype(jnp.float32), connector2 < d2[k]
 
 
 def _argmin(v: jnp.ndarray) -> jnp.ndarray:
@@ -374,6 +477,7 @@ def score(
     expert_progress: jnp.ndarray,
     valid: jnp.ndarray,
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
+    tlc_known=True,
 ) -> Scores:
     """The rollout's scores from its per-step terms (the rules are in the module docstring).
 
@@ -385,9 +489,11 @@ def score(
         from the first to the last valid step). With no valid step every term is 1 except EP,
         which follows the `min_progress` rule with zero ego progress.
       cfg: thresholds (static).
+      tlc_known: () bool: the light states were known (reported as `Scores.tlc_known`).
 
     Returns:
-      `Scores` of () float32 scalars.
+      `Scores` of () float32 scalars (EPDMS without its history, plans and human filter: see
+      `drivesim.metrics.epdms.extend`).
     """
     with jax.named_scope("score"):
         valid = jnp.asarray(valid, bool)
@@ -407,19 +513,18 @@ def score(
         pdms = nc * dac * (5.0 * ttc + 5.0 * ep + 2.0 * c) / 12.0
 
         making_progress = (short | (ego_progress >= cfg.making_progress_ratio * expert_progress)).astype(f32)
-        window = max(1, round(cfg.wrong_way_window / SIM_DT))
-        cum = jnp.cumsum(jnp.where(valid, terms.wrong_way, 0.0))
-        lagged = jnp.concatenate([jnp.zeros((window,), cum.dtype), cum])[:T]  # cum[k - window]
-        max_wrong_way = jnp.max(cum - lagged, initial=0.0).astype(f32)
-        driving_direction = jnp.where(
-            max_wrong_way < cfg.wrong_way_warn, 1.0, jnp.where(max_wrong_way < cfg.wrong_way_fail, 0.5, 0.0)
-        ).astype(f32)
+        max_wrong_way, driving_direction = driving_direction_compliance(terms.wrong_way, valid, cfg)
         overspeed = jnp.maximum(terms.speed - cfg.speed_limit, 0.0) / cfg.speed_limit
         mean_overspeed = jnp.sum(jnp.where(valid, overspeed, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
         speed_limit = jnp.clip(1.0 - mean_overspeed, 0.0, 1.0).astype(f32)
         cls = (
             nc * dac * making_progress * driving_direction * (5.0 * ep + 5.0 * ttc + 4.0 * speed_limit + 2.0 * c) / 16.0
         )
+
+        tlc = jnp.all(~terms.red_light | ~valid).astype(f32)
+        lk = lane_keeping(terms, valid, cfg)
+        ec = jnp.ones((), f32)
+        epdms = nc * dac * driving_direction * tlc * (5.0 * ep + 5.0 * ttc + 2.0 * lk + 2.0 * c + 2.0 * ec) / 16.0
 
         def first_time(bad):
             bad = bad & valid
@@ -442,7 +547,61 @@ def score(
             first_collision_time=first_time(terms.collision < 1.0),
             first_offroad_time=first_time(~terms.drivable),
             first_ttc_violation_time=first_time(~terms.ttc_ok),
+            ddc=driving_direction,
+            tlc=tlc,
+            tlc_known=jnp.asarray(tlc_known, f32),
+            lk=lk,
+            hc=c,
+            ec=ec,
+            epdms=epdms.astype(f32),
         )
+
+
+def driving_direction_compliance(
+    wrong_way: jnp.ndarray,
+    valid: jnp.ndarray,
+    cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """nuPlan's / NAVSIM's driving-direction compliance from the metres driven against the lane
+    direction at each step (T,): (the largest sum within one `wrong_way_window`, and 1, 0.5 or 0
+    as it stays below `wrong_way_warn`, below `wrong_way_fail`, or not)."""
+    T = wrong_way.shape[0]
+    window = max(1, round(cfg.wrong_way_window / SIM_DT))
+    cum = jnp.cumsum(jnp.where(valid, wrong_way, 0.0))
+    lagged = jnp.concatenate([jnp.zeros((window,), cum.dtype), cum])[:T]  # cum[k - window]
+    worst = jnp.max(cum - lagged, initial=0.0).astype(jnp.float32)
+    ddc = jnp.where(worst < cfg.wrong_way_warn, 1.0, jnp.where(worst < cfg.wrong_way_fail, 0.5, 0.0))
+    return worst, ddc.astype(jnp.float32)
+
+
+def lane_keeping(
+    terms: StepTerms,
+    valid: jnp.ndarray,
+    cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
+) -> jnp.ndarray:
+    """EPDMS lane keeping: 0 if the ego drifts farther than `lane_keeping_limit` from the lane
+    centreline for `lane_keeping_window` seconds without a break, else 1.
+
+    As NAVSIM v2: steps in an intersection (`terms.in_intersection`) neither count nor break a run,
+    and neither do invalid steps.
+
+    Args:
+      terms: `StepTerms` with leading (T,): lane_deviation, in_intersection.
+      valid: (T,) bool.
+    Returns:
+      () float32, 1.0 or 0.0.
+    """
+    need = max(1, math.ceil(cfg.lane_keeping_window / SIM_DT - 1e-6))
+    skip = terms.in_intersection | ~jnp.asarray(valid, bool)
+    out = terms.lane_deviation > cfg.lane_keeping_limit
+
+    def body(run, x):
+        o, sk = x
+        run = jnp.where(sk, run, jnp.where(o, run + 1, 0))
+        return run, run
+
+    _, runs = jax.lax.scan(body, jnp.zeros((), jnp.int32), (out, skip))
+    return (jnp.max(runs, initial=0) < need).astype(jnp.float32)
 
 
 def comfort(

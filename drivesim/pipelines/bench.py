@@ -117,7 +117,7 @@ LAYOUTS = ("free", "guided", "grid")
 def bench(
     out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents=None,
     scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="free", samples=2,
-    drivable="map", compare=None, compare_reference=False, quiet=False, behaviour=None,
+    drivable="map", compare=None, compare_reference=False, quiet=False, behaviour=None, score="pdms",
 ) -> dict:  # fmt: skip
     """Benchmark planners in closed loop (arguments as `drivesim bench`'s options, `horizon` in s);
     writes results.json, results.csv and figures under `out` and returns the results.
@@ -133,6 +133,8 @@ def bench(
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
 
+    if score not in ("pdms", "epdms"):
+        raise DrivesimError(f"--score {score}: use pdms or epdms")
     agents = resolve_agents(engine, layout, agents)
     compare = compare_engine(engine, compare, compare_reference, agents)
     if samples < 1:
@@ -160,7 +162,7 @@ def bench(
     if engine == "truth":
         truth_cfg = TruthConfig(sim=sim, annotation_range=annotation_range)
     cfg = BenchConfig(horizon=steps, scenarios=scenarios, seed=seed, batch=batch, sim=sim, wm=wm_cfg,
-                      samples=samples, drivable=drivable, truth=truth_cfg)  # fmt: skip
+                      samples=samples, drivable=drivable, truth=truth_cfg, score=score)  # fmt: skip
     compare_cfg = None
     if compare is not None:
         compare_cfg = compared_config(cfg, compare, annotation_range if compare == "truth" else 60.0)

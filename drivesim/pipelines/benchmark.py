@@ -6,13 +6,17 @@ PDMS and the CLS aggregate, and summarised with bootstrap confidence intervals o
 
 `results.json` (stable schema, see `RESULTS_SCHEMA`):
     {"schema": 1, "config": {...}, "engine": "kinematic"|"world-model"|"truth", "agents": "log"|"idm"|"world",
+     "score": "pdms"|"epdms"  (the headline: ranking and engine agreement),
      "planners": {NAME: {"pdms", "pdms_ci": [lo, hi], "nc", "dac", "ttc", "ep", "c",
-                         "cls", "cls_ci", "n", "failures", "by_tag": {TAG: {"pdms", "n"}},
-                         world-model engine only: "pdms_worst" (mean over scenarios of the worst
-                         sampled future), "samples"}},
-     "ranking": [NAME, ...]  (by mean PDMS, best first),
+                         "cls", "cls_ci", "epdms", "epdms_ci", "ddc", "tlc" (null where no scenario
+                         had known light states), "tlc_scenarios", "lk", "hc", "ec",
+                         "n", "failures", "by_tag": {TAG: {"pdms", "epdms", "n"}},
+                         world-model engine only: "pdms_worst", "epdms_worst" (mean over scenarios
+                         of the worst sampled future), "samples"}},
+     "ranking": [NAME, ...]  (by the mean headline score, best first),
      "scenarios": [{"planner", "scene", "t0", "tags", "status", "reason",
-                    "pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress"}],
+                    "pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress",
+                    "epdms", "ddc", "tlc" (null if unknown), "lk", "hc", "ec"}],
      "skipped": [{"scene", "t0", "reason"}], "timing": {...}}
 
 Under the world-model engine (`BenchConfig.wm` set) every scenario is rolled out in
@@ -27,6 +31,8 @@ the kinematic or the truth engine on the same scenarios, seed, horizon, cadence 
     "ranking_reference": [NAME, ...],
 per planner "pdms_reference" (the compared engine's mean PDMS), "pdms_reference_ci", "pdms_gap"
 (this engine minus the compared one) and "pdms_gap_ci", and per scenario row "pdms_reference".
+The agreement ("score" in it) and the gaps are of the headline score: with "epdms" the keys are
+"epdms_reference", "epdms_gap", ... (and "pdms_reference" is kept beside them).
 The "reference" names are kept from when the compared engine could only be the kinematic one; the
 intervals are bootstraps over scenarios (`drivesim.metrics.agreement`).
 
@@ -52,7 +58,10 @@ from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
 from drivesim.sim.engine import SimConfig, Trace, reset, rollout, simulates_agents
 from drivesim.sim.scenarios import TAGS, Scenario
 
-SCORE_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress")
+SCORE_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress",
+              "epdms", "ddc", "tlc", "tlc_known", "lk", "hc", "ec")  # fmt: skip
+EPDMS_TERMS = ("ddc", "tlc", "lk", "hc", "ec")
+HEADLINES = ("pdms", "epdms")
 RESULTS_SCHEMA = 1
 
 
@@ -84,8 +93,13 @@ class BenchConfig:
     truth: truth_engine.TruthConfig | None = None
     """The truth engine's settings (its `sim` must equal `sim`); None: another engine."""
     load: LoadConfig = LoadConfig(rate_hz=10.0, max_agents=64, max_lane_segments=256, raster_size=1600)
+    score: str = "pdms"
+    """The headline score that ranks the planners and that engines are compared on: "pdms"
+    (NAVSIM v1) or "epdms" (NAVSIM v2). Both are always computed."""
 
     def __post_init__(self):
+        if self.score not in HEADLINES:
+            raise ValueError(f"score must be one of {', '.join(HEADLINES)} (got {self.score!r})")
         if self.wm is not None and self.wm.sim != self.sim:
             raise ValueError("BenchConfig.wm.sim must equal BenchConfig.sim (one ego, tracker and agent model)")
         if self.truth is not None and self.truth.sim != self.sim:
@@ -131,13 +145,13 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
             # simulated agents: each future draws its own (from the same start)
             st = wm_engine.reset(handle, log, t0, context, k, cfg.wm, behaviour) if simulates_agents(cfg.sim) else state
             _, tr = wm_engine.rollout(handle, st, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
-            trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
+            trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid, plan=tr.plan, plan_age=tr.plan_age)
             scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics)
             nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
             return scores, tr.ego.xy, nan_step
 
         scores, ego_xy, nan_step = jax.vmap(future)(jax.random.split(key, cfg.samples))
-        worst = scores.pdms.min()
+        worst = (scores.pdms.min(), scores.epdms.min())
         scores = jax.tree.map(lambda a: a.mean(0), scores)
         return scores, ego_xy[0], state.base.route_ok, nan_step.max(), worst
 
@@ -213,7 +227,7 @@ def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig,
     final = {}
     for name in planners:
         r = {k: np.stack(v) for k, v in res[name].items()}
-        r["pdms_worst"] = r["pdms"]
+        r["pdms_worst"], r["epdms_worst"] = r["pdms"], r["epdms"]
         r["seconds"] = seconds[name]
         r["first_batch_seconds"] = first[name] or 0.0
         r["world_seconds"] = t_world
@@ -254,7 +268,7 @@ def run_planner(
     fn = _run_batch_fn(planner, cfg) if cfg.wm is None else _run_wm_batch_fn(planner, cfg)
     n = len(scenarios)
     out: dict[str, list] = {k: [] for k in SCORE_KEYS}
-    out.update(ego_xy=[], route_ok=[], nan_step=[], pdms_worst=[])
+    out.update(ego_xy=[], route_ok=[], nan_step=[], pdms_worst=[], epdms_worst=[])
     t_compile = None
     t0_run = time.perf_counter()
     for start in range(0, n, cfg.batch):
@@ -268,7 +282,7 @@ def run_planner(
         tic = time.perf_counter()
         if cfg.wm is None:
             scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys, behaviour))
-            worst = scores.pdms
+            worst = (scores.pdms, scores.epdms)
         else:
             rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
             ctx = jax.tree.map(lambda a, r=rows: a[r], contexts)
@@ -283,7 +297,8 @@ def run_planner(
         out["ego_xy"].append(np.asarray(ego_xy)[:m])
         out["route_ok"].append(np.asarray(route_ok)[:m])
         out["nan_step"].append(np.asarray(nan_step)[:m])
-        out["pdms_worst"].append(np.asarray(worst)[:m])
+        out["pdms_worst"].append(np.asarray(worst[0])[:m])
+        out["epdms_worst"].append(np.asarray(worst[1])[:m])
         if on_batch:
             on_batch(m)
     res = {k: np.concatenate(v) for k, v in out.items()}
@@ -319,24 +334,33 @@ def summarise(name: str, res: dict, scenarios: list[Scenario], cfg: BenchConfig)
                 "tags": list(sc.tags),
                 "status": status,
                 "reason": reason,
-                **{k: float(res[k][i]) for k in SCORE_KEYS},
+                **{k: float(res[k][i]) for k in SCORE_KEYS if k != "tlc_known"},
             }
         )
-    agg = {k: float(np.mean(res[k])) for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls")}
+        if not res["tlc_known"][i]:
+            rows[-1]["tlc"] = None  # the light states are unknown: not checked, not guessed
+    agg = {k: float(np.mean(res[k])) for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "epdms", *EPDMS_TERMS)}
     agg["pdms_ci"] = list(bootstrap_ci(res["pdms"], cfg.bootstrap, cfg.seed))
     agg["cls_ci"] = list(bootstrap_ci(res["cls"], cfg.bootstrap, cfg.seed + 1))
+    agg["epdms_ci"] = list(bootstrap_ci(res["epdms"], cfg.bootstrap, cfg.seed + 2))
+    known = np.asarray(res["tlc_known"], bool)
+    agg["tlc"] = float(np.mean(res["tlc"][known])) if known.any() else None
+    agg["tlc_scenarios"] = int(known.sum())
     agg["n"] = len(scenarios)
     agg["failures"] = int(sum(r["status"] != "ok" for r in rows))
     agg["by_tag"] = {}
     for tag in TAGS:
         sel = [i for i, sc in enumerate(scenarios) if tag in sc.tags]
         if sel:
-            agg["by_tag"][tag] = {"pdms": float(np.mean(res["pdms"][sel])), "n": len(sel)}
+            agg["by_tag"][tag] = {"pdms": float(np.mean(res["pdms"][sel])), "epdms": float(np.mean(res["epdms"][sel])),
+                                  "n": len(sel)}  # fmt: skip
     if cfg.wm is not None:
         agg["pdms_worst"] = float(np.mean(res["pdms_worst"]))
+        agg["epdms_worst"] = float(np.mean(res["epdms_worst"]))
         agg["samples"] = cfg.samples
         for i, r in enumerate(rows):
             r["pdms_worst"] = float(res["pdms_worst"][i])
+            r["epdms_worst"] = float(res["epdms_worst"][i])
     agg["seconds"] = res["seconds"]
     return agg, rows
 
@@ -478,8 +502,10 @@ def run_benchmark(
         rows_of[name] = rows
         out["timing"][name] = {"seconds": res["seconds"], "first_batch_seconds": res["first_batch_seconds"]}
         out.setdefault("_traces", {})[name] = res["ego_xy"]
-        per_scenario[name] = res["pdms"]
-    out["ranking"] = sorted(out["planners"], key=lambda k: -out["planners"][k]["pdms"])
+        per_scenario[name] = res[cfg.score]
+    head = cfg.score
+    out["score"] = head
+    out["ranking"] = sorted(out["planners"], key=lambda k: -out["planners"][k][head])
     if compare is not None:
         from drivesim.metrics.agreement import agreement
 
@@ -487,21 +513,23 @@ def run_benchmark(
         ref = {}
         for name in planners:
             res = by_ref[name]
-            ref[name] = res["pdms"]
-            out["planners"][name]["pdms_reference"] = float(np.mean(res["pdms"]))
-            out["planners"][name]["pdms_reference_ci"] = list(bootstrap_ci(res["pdms"], cfg.bootstrap, cfg.seed))
+            ref[name] = res[head]
+            for k in sorted({"pdms", head}):
+                out["planners"][name][f"{k}_reference"] = float(np.mean(res[k]))
+                out["planners"][name][f"{k}_reference_ci"] = list(bootstrap_ci(res[k], cfg.bootstrap, cfg.seed))
+                for row, value in zip(rows_of[name], res[k], strict=True):
+                    row[f"{k}_reference"] = float(value)
             out["timing"][f"{name} (reference)"] = {"seconds": res["seconds"]}
-            for row, pdms in zip(rows_of[name], res["pdms"], strict=True):
-                row["pdms_reference"] = float(pdms)
         names = list(planners)
         agree = agreement(np.stack([per_scenario[k] for k in names]), np.stack([ref[k] for k in names]), names,
                           resamples=cfg.bootstrap, seed=cfg.seed)  # fmt: skip
         out["compare"] = compare.engine
-        out["agreement"] = {"compare": compare.engine, "compare_agents": _agents(compare),
+        out["agreement"] = {"compare": compare.engine, "compare_agents": _agents(compare), "score": head,
                             **{k: v for k, v in agree.items() if k != "planners"}}  # fmt: skip
-        for k in names:
-            out["planners"][k].update({f: agree["planners"][k][f] for f in ("pdms_gap", "pdms_gap_ci")})
-        out["ranking_reference"] = sorted(names, key=lambda k: -out["planners"][k]["pdms_reference"])
+        for k in names:  # the agreement's gaps are of the headline score
+            out["planners"][k].update({f"{head}_gap": agree["planners"][k]["pdms_gap"],
+                                       f"{head}_gap_ci": agree["planners"][k]["pdms_gap_ci"]})  # fmt: skip
+        out["ranking_reference"] = sorted(names, key=lambda k: -out["planners"][k][f"{head}_reference"])
     out["timing"]["total_seconds"] = time.perf_counter() - t_start
     return out
 

@@ -14,6 +14,9 @@
   traffic behind it there), `Assertive` (does not yield to moving vehicles that cross or turn
   across its path) and `Tailgater` (IDM with a 0.4 s headway, a 0.8 m standstill gap and a
   higher desired speed).
+- `RedLightRunner`: IDM that ignores traffic lights (every other route follower stops for a red
+  light it can still stop before: `stop_for_red_lights`); EPDMS's traffic-light compliance
+  tells it apart, PDMS does not.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from drivesim.data.classes import VEHICLE
+from drivesim.data.classes import OBSTACLE, VEHICLE
 from drivesim.data.types import EGO_SIZE, SIM_DT, AgentState, EgoState, Observation, Route, Trajectory
 from drivesim.metrics.pdms import MetricConfig, score, step_terms
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
@@ -182,6 +185,34 @@ def _path_trajectory(path: Route, s0, ds, offset, d0=0.0):
     return xy + lateral[:, None] * normal, heading
 
 
+STOP_DECEL = 3.5
+"""Planners stop for a red light only if they can at this deceleration (m/s^2); closer, they are
+committed and carry on (they see red, not amber)."""
+
+
+def stop_for_red_lights(obs: Observation, decel: float = STOP_DECEL) -> Observation:
+    """The observation with the stop line of every red light ahead that the ego can still stop
+    before added as a standing obstacle, so that a route follower stops for it as for a stopped
+    car. Lines of the other direction, behind the ego's front, or too close to stop before at
+    `decel` are left out; without known light states nothing is added."""
+    sig, ego = obs.signals, obs.ego
+    cos, sin = jnp.cos(ego.yaw), jnp.sin(ego.yaw)
+    d = sig.centre - ego.xy
+    ahead = d[:, 0] * cos + d[:, 1] * sin - (1.3 + 0.5 * EGO_SIZE[0]) - 0.5 * sig.size[:, 0]
+    can_stop = ahead >= ego.speed**2 / (2.0 * decel)
+    facing = jnp.cos(sig.yaw - ego.yaw) > 0.5
+    stop = sig.valid & sig.red & sig.known & facing & can_stop & (ahead > -0.5)
+    S = sig.valid.shape[0]
+    lines = AgentState(xy=sig.centre, yaw=sig.yaw, speed=jnp.zeros((S,), jnp.float32), valid=stop)
+    agents = jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), obs.agents, lines)
+    size = jnp.concatenate([sig.size, jnp.ones((S, 1), jnp.float32)], axis=-1).astype(obs.agent_size.dtype)
+    return obs.replace(
+        agents=agents,
+        agent_size=jnp.concatenate([obs.agent_size, size]),
+        agent_category=jnp.concatenate([obs.agent_category, jnp.full((S,), OBSTACLE, obs.agent_category.dtype)]),
+    )
+
+
 def _follow_setup(obs: Observation, idm: IdmParams):
     """What every route-following planner starts from: the route (ego frame), the ego's arc length
     and lateral offset on it, the agents in the ego frame, and the curve speed limit ahead."""
@@ -198,11 +229,15 @@ class IdmPlanner:
     name: str = "idm"
     idm: IdmParams = PLANNER_IDM
     horizon: int = HORIZON
+    obey_lights: bool = True
+    """Stop at red lights (`stop_for_red_lights`)."""
 
     def init(self, rng):
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        if self.obey_lights:
+            obs = stop_for_red_lights(obs)
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
         ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit)
@@ -239,6 +274,7 @@ class DistractedIdm:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        obs = stop_for_red_lights(obs)
         k1, k2 = jax.random.split(rng)
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
@@ -268,6 +304,7 @@ class PdmClosed:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        obs = stop_for_red_lights(obs)
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         v = jnp.array(self.speeds) * self.idm.target_speed
         off = jnp.array(self.offsets)
@@ -438,6 +475,7 @@ class Merger:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        obs = stop_for_red_lights(obs)
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         offsets, reach = adjacent_lanes(obs, path, s0)
         gaps, speeds = jax.vmap(lambda o: leader_on_path(path, s0, local, obs.agent_size, offset=o))(offsets)
@@ -514,6 +552,7 @@ class Assertive:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        obs = stop_for_red_lights(obs)
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         s, _ = jax.vmap(lambda p: project(path, p))(local.xy)
         _, heading = jax.vmap(lambda si: point_at(path, si))(s)
@@ -549,7 +588,23 @@ class Tailgater:
         return None
 
     def plan(self, params, obs: Observation, rng) -> Trajectory:
+        obs = stop_for_red_lights(obs)
         return IdmPlanner(idm=self.idm, horizon=self.horizon).plan(params, obs, rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class RedLightRunner:
+    """IDM that ignores traffic lights: it drives through red. PDMS does not tell it from IDM;
+    EPDMS's traffic-light compliance does."""
+
+    name: str = "red_light_runner"
+    horizon: int = HORIZON
+
+    def init(self, rng):
+        return None
+
+    def plan(self, params, obs: Observation, rng) -> Trajectory:
+        return IdmPlanner(horizon=self.horizon, obey_lights=False).plan(params, obs, rng)
 
 
 BUILTIN = {
@@ -562,5 +617,6 @@ BUILTIN = {
     "merger": Merger(),
     "assertive": Assertive(),
     "tailgater": Tailgater(),
+    "red_light_runner": RedLightRunner(),
 }
 """The built-in planners by name."""

@@ -74,6 +74,7 @@ from drivesim.planners.builtin import (
     _path_trajectory,
     idm_profile,
     leader_on_path,
+    stop_for_red_lights,
 )
 from drivesim.sim import wm_engine
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
@@ -330,6 +331,7 @@ def proposals(obs: Observation, idm: IdmParams, candidates, max_jerk: float, hor
 
     Returns: xy (C, K, 2), yaw (C, K), offsets (C,).
     """
+    obs = stop_for_red_lights(obs)
     path, s0, d0, local, limit = _follow_setup(obs, idm)
     frac = jnp.array([c[0] for c in candidates], jnp.float32)
     offsets = jnp.array([c[1] for c in candidates], jnp.float32)
@@ -623,7 +625,7 @@ class GradientPlanner:
 
     def problem(self, state: wm_engine.WMState, cfg: wm_engine.WMConfig, rng) -> GradProblem:
         """The refinement's fixed inputs at this state: the IDM proposal, the frames, the keys."""
-        obs = wm_engine.observe(state, cfg)
+        obs = stop_for_red_lights(wm_engine.observe(state, cfg))
         path, s0, d0, local, limit = _follow_setup(obs, self.idm)
         gap, lead_speed = leader_on_path(path, s0, local, obs.agent_size)
         ds = idm_profile(obs.ego.speed, gap, lead_speed, self.idm, self.horizon, speed_limit=limit,
@@ -754,5 +756,5 @@ def reference_rollout(
 
     terms = pdms_terms(metrics)
     _, tr = wm_engine.rollout(handle, state, planner, params, horizon, rng, cfg, lambda s, prev: terms(s.base, prev))
-    trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid)
+    trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid, plan=tr.plan, plan_age=tr.plan_age)
     return evaluate(state.base, trace, horizon, metrics), tr

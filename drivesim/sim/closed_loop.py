@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from drivesim.metrics import epdms
 from drivesim.metrics.pdms import MetricConfig, Scores, route_progress, score, step_terms
 from drivesim.sim.engine import SimState, Trace
 
@@ -14,8 +15,9 @@ def pdms_terms(cfg: MetricConfig = MetricConfig()):
 
     def terms(state: SimState, prev_ego):
         log = state.log
+        lights = log.signals.now(state.t0 + state.step)
         return step_terms(
-            state.ego, state.agents, log.agents.size, log.agents.category, log.map, state.route, cfg, prev_ego
+            state.ego, state.agents, log.agents.size, log.agents.category, log.map, state.route, cfg, prev_ego, lights
         )
 
     return terms
@@ -31,12 +33,22 @@ def expert_progress(state: SimState, horizon: int):
 
 @jax.named_scope("evaluate")
 def evaluate(state: SimState, trace: Trace, horizon: int, cfg: MetricConfig = MetricConfig()) -> Scores:
-    """Scores of a rollout from `state` (its start) whose trace carries `pdms_terms`.
+    """Scores of a rollout from `state` (its start) whose trace carries `pdms_terms`: PDMS, CLS
+    and, with `cfg.epdms`, EPDMS (history comfort from the log before the start, extended comfort
+    from the trace's plans if it kept them, NAVSIM v2's human filter from the logged ego).
 
     A rollout in which the planner returned a non-finite trajectory scores 0 everywhere (the
     benchmark reports the reason).
     """
-    s = score(trace.terms, trace.ego, expert_progress(state, horizon), trace.valid, cfg)
+    log = state.log
+    s = score(trace.terms, trace.ego, expert_progress(state, horizon), trace.valid, cfg, log.signals.known)
+    if cfg.epdms:
+        hc = epdms.history_comfort(log, state.t0, trace.ego, trace.valid, cfg)
+        ec = 1.0
+        if trace.plan is not None:
+            ec = epdms.extended_comfort(trace.plan.xy, trace.plan.yaw, trace.plan_age, trace.valid, trace.plan.dt, cfg)
+        human = epdms.human_terms(log, state.t0, horizon, cfg) if cfg.human_filter else None
+        s = epdms.extend(s, hc, ec, human)
     bad = trace.plan_nan.any()
     return jax.tree.map(lambda x: jnp.where(bad, jnp.zeros_like(x), x), s)
 
@@ -61,7 +73,10 @@ def wm_pdms_terms(cfg: MetricConfig = MetricConfig(), drivable: str = "both"):
     def terms(state, prev_ego):
         base = state.base
         seen = wm_engine.seen_now(state)
-        t = step_terms(base.ego, seen.agents, seen.size, seen.category, base.log.map, base.route, cfg, prev_ego)
+        lights = base.log.signals.now(base.t0 + base.step)
+        t = step_terms(
+            base.ego, seen.agents, seen.size, seen.category, base.log.map, base.route, cfg, prev_ego, lights
+        )
         if drivable == "map":
             return t
         ego = base.ego

@@ -111,7 +111,11 @@ class Trace:
       ego: EgoState per step; agents: AgentState per step; terms: what `terms_fn` computed at
         each step (e.g. the score terms of `drivesim.metrics`), or None;
       plan_nan: (H + 1,) bool: the planner returned a non-finite trajectory at that step;
-      valid: (H + 1,) bool: the step lies within the log.
+      valid: (H + 1,) bool: the step lies within the log;
+      plan: the plan the ego was following at each step (`Trajectory` with xy (H + 1, K, 2), yaw
+        (H + 1, K), in the frame of the ego when it was made; for EPDMS's extended comfort), or
+        None where the rollout was asked not to keep plans;
+      plan_age: (H + 1,) int32 steps since that plan was made (-1 at the start: no plan yet).
     """
 
     ego: EgoState
@@ -119,6 +123,13 @@ class Trace:
     terms: object
     plan_nan: jnp.ndarray
     valid: jnp.ndarray
+    plan: Trajectory | None = None
+    plan_age: jnp.ndarray | None = None
+
+
+def first_plan_row(traj: Trajectory) -> Trajectory:
+    """A placeholder for the trace's start row, where no plan is followed yet (age -1)."""
+    return traj.replace(xy=jnp.zeros_like(traj.xy), yaw=jnp.zeros_like(traj.yaw))
 
 
 @jax.named_scope("reset")
@@ -261,18 +272,21 @@ def observe(state: SimState, cfg: SimConfig = SimConfig()) -> Observation:
         map=log.map,
         expert=expert,
         expert_yaw=expert_yaw,
+        signals=log.signals.now(t),
     )
 
 
 @jax.named_scope("rollout")
 def rollout(
-    state: SimState, planner, params, horizon: int, rng, cfg: SimConfig = SimConfig(), terms_fn=None
+    state: SimState, planner, params, horizon: int, rng, cfg: SimConfig = SimConfig(), terms_fn=None,
+    keep_plans: bool = True,
 ) -> tuple[SimState, Trace]:
     """Run `planner` in closed loop for `horizon` steps from `state`.
 
     The planner is called every `cfg.replan_every` steps with the current observation; between
     calls the tracker follows its last plan. `terms_fn(state, previous_ego) -> pytree` is
-    evaluated at every step inside the loop (the scores' per-step terms). Returns the final state
+    evaluated at every step inside the loop (the scores' per-step terms). With `keep_plans` the
+    trace keeps the plan followed at each step (EPDMS's extended comfort). Returns the final state
     and the per-step trace; memory grows only with the stored trace.
     """
     terms_of = terms_fn or (lambda s, prev: None)
@@ -300,12 +314,13 @@ def rollout(
         # a broken plan is replaced by braking in place (and the scenario is flagged)
         xy = jnp.where(bad, jnp.zeros_like(traj.xy), traj.xy)
         plan_global = to_global(jnp.concatenate([jnp.zeros((1, 2), xy.dtype), xy]), st.ego.xy, st.ego.yaw)
+        kept = traj.replace(xy=xy, yaw=jnp.where(bad, jnp.zeros_like(traj.yaw), traj.yaw)) if keep_plans else None
 
         def inner(dyn, j):
             s = join(dyn)
             path = to_ego_frame(plan_global, s.ego.xy, s.ego.yaw)
             nxt = _advance(s, path, traj.dt, j * SIM_DT, cfg)
-            out = (nxt.ego, nxt.agents, terms_of(nxt, s.ego), bad, nxt.t0 + nxt.step < T)
+            out = (nxt.ego, nxt.agents, terms_of(nxt, s.ego), bad, nxt.t0 + nxt.step < T, kept, j)
             return split(nxt), out
 
         dyn, outs = jax.lax.scan(inner, carry, jnp.arange(every))
@@ -319,9 +334,14 @@ def rollout(
     final, outs = jax.lax.scan(run_block, split(state), keys.reshape((blocks, per_block) + keys.shape[1:]))
     final = join(final)
     flat = jax.tree.map(lambda a: a.reshape((blocks * block,) + a.shape[3:])[:horizon], outs)
-    ego, agents, terms, bad, valid = flat
-    first = (state.ego, state.agents, terms_of(state, state.ego), jnp.zeros((), bool), jnp.ones((), bool))
-    ego, agents, terms, bad, valid = jax.tree.map(
-        lambda a, b: jnp.concatenate([a[None], b]), first, (ego, agents, terms, bad, valid)
+    ego, agents, terms, bad, valid, plans, age = flat
+    no_plan = None if plans is None else first_plan_row(jax.tree.map(lambda a: a[0], plans))
+    first = (state.ego, state.agents, terms_of(state, state.ego), jnp.zeros((), bool), jnp.ones((), bool), no_plan,
+             -jnp.ones((), age.dtype))  # fmt: skip
+    ego, agents, terms, bad, valid, plans, age = jax.tree.map(
+        lambda a, b: jnp.concatenate([a[None], b]), first, (ego, agents, terms, bad, valid, plans, age)
     )
-    return final, Trace(ego=ego, agents=agents, terms=terms, plan_nan=bad, valid=valid)
+    return final, Trace(
+        ego=ego, agents=agents, terms=terms, plan_nan=bad, valid=valid, plan=plans,
+        plan_age=age.astype(jnp.int32) if plans is not None else None,
+    )  # fmt: skip

@@ -305,13 +305,15 @@ def step(state: TruthState, trajectory: Trajectory, rng=None, cfg: TruthConfig =
 
 
 def rollout(
-    state: TruthState, planner, params, horizon: int, rng, cfg: TruthConfig = TruthConfig(), terms_fn=None
+    state: TruthState, planner, params, horizon: int, rng, cfg: TruthConfig = TruthConfig(), terms_fn=None,
+    keep_plans: bool = True,
 ) -> tuple[TruthState, Trace]:
     """Run `planner` in closed loop for `horizon` steps from `state`, as `engine.rollout` does
     (planner every `sim.replan_every` steps with the keys `jax.random.split(rng, cycles)`, the
     tracker following its last plan in between, `terms_fn(sim_state, previous_ego)` at every
     step). Returns the state after `horizon` steps and the trace (host loop; the world of `state`
     is advanced in place). Pass the same `terms_fn` object to every rollout: it is jitted once.
+    `keep_plans`: the trace keeps the plan followed at each step (as `engine.rollout`).
     """
     kin = cfg.kinematic
     every = kin.replan_every
@@ -321,11 +323,14 @@ def rollout(
     terms_of = _terms_fn(terms_fn) if terms_fn is not None else (lambda s, prev: None)
     keys = jax.random.split(rng, cycles)
     egos, agents, terms = [state.sim.ego], [state.sim.agents], [terms_of(state.sim, state.sim.ego)]
-    bads, valids = [False], [True]
+    bads, valids, plans, ages = [False], [True], [], [-1]
     for c in range(cycles):
         plan_global, bad, traj = plan(params, state.sim, keys[c])
         advance = _advance_fn(kin, float(traj.dt))
         bad = bool(bad)
+        kept = traj.replace(xy=jnp.zeros_like(traj.xy), yaw=jnp.zeros_like(traj.yaw)) if bad else traj
+        if not plans:
+            plans.append(engine.first_plan_row(kept))
         for j in range(every):
             if len(egos) > horizon:
                 break
@@ -336,6 +341,8 @@ def rollout(
             terms.append(terms_of(state.sim, prev))
             bads.append(bad)
             valids.append(state.log_step < T)
+            plans.append(kept)
+            ages.append(j)
     stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
     trace = Trace(
         ego=stack(egos),
@@ -343,5 +350,7 @@ def rollout(
         terms=stack(terms) if terms_fn is not None else None,
         plan_nan=jnp.asarray(bads),
         valid=jnp.asarray(valids),
+        plan=stack(plans) if keep_plans else None,
+        plan_age=jnp.asarray(ages, jnp.int32) if keep_plans else None,
     )
     return state, trace

@@ -38,7 +38,7 @@ from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
-from drivesim.sim.engine import SimConfig, SimState, _advance, resample_agents
+from drivesim.sim.engine import SimConfig, SimState, _advance, first_plan_row, resample_agents
 from drivesim.sim.engine import observe as reference_observe
 from drivesim.sim.engine import reset as reference_reset
 
@@ -180,7 +180,7 @@ class WMTrace:
     reference `Trace`, plus the predicted BEV of every keyframe.
 
     Attributes:
-      ego, terms, plan_nan, valid: as `drivesim.sim.engine.Trace`;
+      ego, terms, plan_nan, valid, plan, plan_age: as `drivesim.sim.engine.Trace`;
       agents: the predicted agents (extrapolated between keyframes) at every step;
       grids: (K + 1, G, G) int8 the predicted grid at the start and at each later keyframe;
       key_xy: (K + 1, 2), key_yaw: (K + 1,) the ego poses of those keyframes.
@@ -197,6 +197,8 @@ class WMTrace:
     key_xy: jnp.ndarray
     key_yaw: jnp.ndarray
     images: jnp.ndarray | None = None
+    plan: Trajectory | None = None
+    plan_age: jnp.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------ grid geometry
@@ -504,14 +506,16 @@ def plan_with(planner, params, handle: ModelHandle, state: WMState, rng, cfg: WM
 
 
 def rollout(
-    handle: ModelHandle, state: WMState, planner, params, horizon: int, rng, cfg: WMConfig = WMConfig(), terms_fn=None
+    handle: ModelHandle, state: WMState, planner, params, horizon: int, rng, cfg: WMConfig = WMConfig(), terms_fn=None,
+    keep_plans: bool = True,
 ) -> tuple[WMState, WMTrace]:
     """Run `planner` in closed loop for `horizon` steps (a multiple of `keyframe_steps` is best).
 
     One `lax.scan` over world-model frames; inside, `keyframe_steps` sim steps (planner every
     `sim.replan_every`, tracker, `terms_fn(state, previous_ego)` at every step), then the model
     predicts the next frame. `rng` draws the planner's and the model's noise: another key, another
-    sampled future.
+    sampled future. `keep_plans`: the trace keeps the plan followed at each step (as
+    `drivesim.sim.engine.rollout`).
     """
     terms_of = terms_fn or (lambda s, prev: None)
     K = cfg.keyframe_steps
@@ -544,6 +548,8 @@ def rollout(
             bad = ~(jnp.all(jnp.isfinite(traj.xy)) & jnp.all(jnp.isfinite(traj.yaw)))
             xy = jnp.where(bad, jnp.zeros_like(traj.xy), traj.xy)
             plan_global = to_global(jnp.concatenate([jnp.zeros((1, 2), xy.dtype), xy]), st.base.ego.xy, st.base.ego.yaw)
+            yaw = jnp.where(bad, jnp.zeros_like(traj.yaw), traj.yaw)
+            kept = traj.replace(xy=xy, yaw=yaw) if keep_plans else None
 
             def inner(dyn, j):
                 s = join(dyn)
@@ -555,6 +561,8 @@ def rollout(
                     terms_of(nxt, s.base.ego),
                     bad,
                     nxt.base.t0 + nxt.base.step < T,
+                    kept,
+                    j,
                 )
                 return split(nxt), out
 
@@ -571,20 +579,23 @@ def rollout(
     final, (outs, grids, key_xy, key_yaw, images) = jax.lax.scan(frame, split(state), keys)
     final = join(final)
     flat = jax.tree.map(lambda a: a.reshape((cycles * K,) + a.shape[2:])[:horizon], outs)
-    ego, agents, terms, bad, valid = flat
+    ego, agents, terms, bad, valid, plans, age = flat
     first = (
         state.base.ego,
         seen_now(state).agents,
         terms_of(state, state.base.ego),
         jnp.zeros((), bool),
         jnp.ones((), bool),
+        None if plans is None else first_plan_row(jax.tree.map(lambda a: a[0], plans)),
+        -jnp.ones((), age.dtype),
     )
-    ego, agents, terms, bad, valid = jax.tree.map(
-        lambda a, b: jnp.concatenate([a[None], b]), first, (ego, agents, terms, bad, valid)
+    ego, agents, terms, bad, valid, plans, age = jax.tree.map(
+        lambda a, b: jnp.concatenate([a[None], b]), first, (ego, agents, terms, bad, valid, plans, age)
     )
     cat = lambda a, b: jnp.concatenate([a[None], b])  # noqa: E731
     return final, WMTrace(
         ego=ego, agents=agents, terms=terms, plan_nan=bad, valid=valid,
         grids=cat(state.grid.astype(jnp.int8), grids), key_xy=cat(state.key_xy, key_xy), key_yaw=cat(state.key_yaw, key_yaw),
         images=None if images is None else cat(state.images, images),
+        plan=plans, plan_age=age.astype(jnp.int32) if plans is not None else None,
     )  # fmt: skip

@@ -4,7 +4,9 @@
 beside `out` and renames it at the end, so an interrupted run leaves no half-written dataroot.
 Beside the nuScenes files it writes `drivesim_synth.json`: the recipe (config and, per scene, the
 map, seed and scenario) from which any scene can be re-simulated exactly, and the provenance of
-the run that wrote it (the one part of the dataroot that differs between two runs of one recipe).
+the run that wrote it (the one part of the dataroot that differs between two runs of one recipe);
+and `drivesim_signals.json`: each scene's traffic-light stop lines and red intervals
+(`drivesim.synth.signals`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from drivesim.data.signals import SIGNALS_FILE
 from drivesim.errors import ConfigError, DataError
 from drivesim.synth.roads import LOCATIONS, MapConfig, SynthMap, generate_map
 from drivesim.synth.scenario import SCENARIOS, make_plan
+from drivesim.synth.signals import scene_entry, signals_document
 from drivesim.synth.traffic import ScenePlan
 from drivesim.synth.world import SceneRecord, simulate
 
@@ -157,6 +161,7 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
             for cam in rig:
                 (tmp / folder / cam.channel).mkdir(parents=True, exist_ok=True)
         n_images = 0
+        signals: dict[str, dict] = {}  # scene token -> its traffic lights
         (tmp / "maps").mkdir()
         with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(2) as pool:
             task = bar.add_task("synth", total=len(recipes)) if bar else None
@@ -173,6 +178,7 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
                     i, recipe.name, _describe(recipe, record), record, rig, recipe.start_us, cfg.camera_hz,
                     cfg.annotation_range,
                 )  # fmt: skip
+                signals[writer.tables["scene"][-1]["token"]] = scene_entry(record)
                 timings["tables"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 images = camera_frames.render_scene(record, rig, [f.time for f in frames], [f.channel for f in frames])
@@ -207,6 +213,8 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
                 },
                 f, indent=1,
             )  # fmt: skip
+        with open(tmp / SIGNALS_FILE, "w") as f:
+            json.dump(signals_document(signals), f)
         timings["tables"] += time.perf_counter() - t0
         if out.exists():
             shutil.rmtree(out)

@@ -15,10 +15,11 @@ from shapely.geometry import LineString, MultiPolygon, Polygon, box
 from drivesim.data.classes import agent_class_of
 from drivesim.data.loader import LoadConfig, build_map_data, map_bounds
 from drivesim.data.occupancy import OccupancyConfig, log_occupancy
-from drivesim.data.types import EGO_SIZE, AgentTracks, CameraRig, EgoTrack, Log, Occupancy
+from drivesim.data.types import EGO_SIZE, AgentTracks, CameraRig, EgoTrack, Log, Occupancy, Signals
 from drivesim.synth.map_expansion import lane_token
 from drivesim.synth.rig import nuscenes_rig
 from drivesim.synth.roads import SynthMap
+from drivesim.synth.signals import record_signals
 from drivesim.synth.traffic import DT
 from drivesim.synth.world import SceneRecord
 
@@ -74,7 +75,8 @@ def record_log(
     each agent slot (-1 for padding).
 
     Like the written scene, the log ends at the last keyframe (duration - 0.5 s), and agents are
-    valid where they exist and (with `annotation_range`) are that close to the ego.
+    valid where they exist and (with `annotation_range`) are that close to the ego. The traffic
+    lights are those of the written signals file (`drivesim.synth.signals`).
     """
     duration = record.plan.duration - 1.0 / KEYFRAME_HZ
     n = int(np.floor(duration * cfg.rate_hz + 1e-6)) + 1
@@ -141,7 +143,10 @@ def record_log(
         rotation=np.stack([c.rotation for c in rig]).astype(np.float32),
         translation=np.stack([c.translation for c in rig]).astype(np.float32),
     )
-    log = Log(time=grid.astype(np.float32), ego=ego, agents=AgentTracks(**out), map=map_data, rig=camera_rig)
+    signals = Signals(**record_signals(record, grid, cfg.max_signals))
+    log = Log(
+        time=grid.astype(np.float32), ego=ego, agents=AgentTracks(**out), map=map_data, rig=camera_rig, signals=signals
+    )
     return log, tuple(uids)
 
 

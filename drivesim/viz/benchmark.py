@@ -17,19 +17,29 @@ from drivesim.data.classes import OCC_COLORS  # noqa: E402
 from drivesim.provenance import provenance  # noqa: E402
 
 METRICS = ("nc", "dac", "ttc", "ep", "c", "pdms")
+EPDMS_METRICS = ("ddc", "tlc", "lk", "hc", "ec", "epdms")
 
 
 def leaderboard(results: dict):
-    """A rich Table of the planners, best first."""
+    """A rich Table of the planners, best first by the headline score (PDMS or EPDMS), with both
+    scores and every term of each (CLS is in results.json and the CSV)."""
     from rich.table import Table
 
+    head = results.get("score", "pdms")  # results written before --score: PDMS
+    other_score = "epdms" if head == "pdms" else "pdms"
     t = Table(title=f"closed-loop benchmark ({results['engine']} engine, {results['agents']} agents, "
               f"{results['config']['scenarios']} scenarios)")  # fmt: skip
     t.add_column("rank", justify="right")
     t.add_column("planner")
-    t.add_column("PDMS", justify="right")
+    t.add_column(head.upper(), justify="right")
     t.add_column("95% CI", justify="right")
-    for k in ("nc", "dac", "ttc", "ep", "c", "cls"):
+    has_other = all(other_score in p for p in results["planners"].values())
+    if has_other:
+        t.add_column(other_score.upper(), justify="right")
+    terms = ["nc", "dac", "ttc", "ep", "c"]
+    if all("epdms" in p for p in results["planners"].values()):
+        terms += ["ddc", "tlc", "lk", "hc", "ec"]
+    for k in terms:
         t.add_column(k.upper(), justify="right")
     t.add_column("fail", justify="right")
     wm = results["engine"] == "world-model"
@@ -38,25 +48,31 @@ def leaderboard(results: dict):
         t.add_column("worst", justify="right")
     other = results.get("compare", "kinematic")  # results written before --compare: the kinematic engine
     if ref:
-        t.add_column(f"{other} PDMS", justify="right")
+        t.add_column(f"{other} {head.upper()}", justify="right")
         t.add_column("gap", justify="right")
+
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     for i, name in enumerate(results["ranking"]):
         p = results["planners"][name]
-        lo, hi = p["pdms_ci"]
-        extra = [f"{p['pdms_worst']:.3f}"] if wm else []
+        lo, hi = p[f"{head}_ci"]
+        extra = [num(p.get(f"{head}_worst"))] if wm else []
         if ref:
-            extra += [f"{p['pdms_reference']:.3f}", f"{p['pdms_gap']:+.3f}"]
+            extra += [num(p[f"{head}_reference"]), f"{p[f'{head}_gap']:+.3f}"]
         t.add_row(
-            str(i + 1), name, f"{p['pdms']:.3f}", f"[{lo:.3f}, {hi:.3f}]",
-            *(f"{p[k]:.3f}" for k in ("nc", "dac", "ttc", "ep", "c", "cls")), str(p["failures"]), *extra,
+            str(i + 1), name, num(p[head]), f"[{lo:.3f}, {hi:.3f}]", *([num(p[other_score])] if has_other else []),
+            *(num(p[k]) for k in terms), str(p["failures"]), *extra,
         )  # fmt: skip
     if ref:
         a = results["agreement"]
         t.caption = (
-            f"rank agreement with the {other} engine: Kendall tau {a['kendall_tau']:.3f} "
+            f"rank agreement ({head.upper()}) with the {other} engine: Kendall tau {a['kendall_tau']:.3f} "
             f"[{a['kendall_tau_ci'][0]:.3f}, {a['kendall_tau_ci'][1]:.3f}], Spearman rho {a['spearman_rho']:.3f} "
-            f"[{a['spearman_rho_ci'][0]:.3f}, {a['spearman_rho_ci'][1]:.3f}]; largest |PDMS gap| {a['max_abs_gap']:.3f}"
+            f"[{a['spearman_rho_ci'][0]:.3f}, {a['spearman_rho_ci'][1]:.3f}]; largest |gap| {a['max_abs_gap']:.3f}"
         )
+    elif any(p.get("tlc", 0) is None for p in results["planners"].values()):
+        t.caption = "TLC n/a: the data has no traffic-light states (real nuScenes); EPDMS counts TLC as 1"
     return t
 
 
@@ -74,7 +90,7 @@ def write_results(results: dict, out: Path) -> list[Path]:
         )
     write_json(out / "results.json", public)
     cols = ["planner", "scene", "t0", "tags", "status", "reason", "pdms", "nc", "dac", "ttc", "ep", "c", "cls",
-            "ego_progress", "expert_progress"]  # fmt: skip
+            "epdms", "ddc", "tlc", "lk", "hc", "ec", "ego_progress", "expert_progress"]  # fmt: skip
     tmp = out / ".results.csv.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -84,7 +100,8 @@ def write_results(results: dict, out: Path) -> list[Path]:
         for name, p in results["planners"].items():
             w.writerow({"planner": name, "scene": "ALL", "t0": "", "tags": "", "status": f"n={p['n']}",
                         "reason": f"pdms_ci={p['pdms_ci'][0]:.4f}..{p['pdms_ci'][1]:.4f}",
-                        **{k: p[k] for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls")}})  # fmt: skip
+                        **{k: p[k] for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "epdms", "ddc", "tlc",
+                                             "lk", "hc", "ec") if k in p}})  # fmt: skip
     tmp.replace(out / "results.csv")
     return [out / "results.json", out / "results.csv"]
 
@@ -100,21 +117,25 @@ def _save(fig, path: Path) -> Path:
 def plot_metrics(results: dict, out: Path) -> Path:
     """Grouped bars: each sub-score and PDMS per planner (PDMS with its bootstrap interval)."""
     names = results["ranking"]
-    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(names) + 3), 4.2))
-    width = 0.8 / len(METRICS)
+    metrics = METRICS
+    if all("epdms" in results["planners"][n] for n in names):
+        metrics = METRICS + EPDMS_METRICS
+    fig, ax = plt.subplots(figsize=(max(7, 0.25 * len(metrics) * len(names) + 3), 4.2))
+    width = 0.8 / len(metrics)
     x = np.arange(len(names))
-    for j, m in enumerate(METRICS):
+    for j, m in enumerate(metrics):
         vals = [results["planners"][n][m] for n in names]
+        vals = [np.nan if v is None else v for v in vals]  # TLC unknown
         err = None
-        if m == "pdms":
-            ci = np.array([results["planners"][n]["pdms_ci"] for n in names])
+        if m in ("pdms", "epdms"):
+            ci = np.array([results["planners"][n][f"{m}_ci"] for n in names])
             err = np.abs(ci.T - np.array(vals))
-        ax.bar(x + (j - len(METRICS) / 2 + 0.5) * width, vals, width, yerr=err, capsize=2, label=m.upper())
+        ax.bar(x + (j - len(metrics) / 2 + 0.5) * width, vals, width, yerr=err, capsize=2, label=m.upper())
     ax.set_xticks(x, names, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (mean over scenarios)")
-    ax.legend(ncol=len(METRICS), fontsize=8, loc="lower left")
-    ax.set_title("sub-scores per planner (PDMS with 95% bootstrap interval)")
+    ax.legend(ncol=6, fontsize=8, loc="lower left")
+    ax.set_title("sub-scores per planner (PDMS and EPDMS with 95% bootstrap intervals)")
     return _save(fig, out / "metrics.png")
 
 

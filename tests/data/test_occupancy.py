@@ -21,7 +21,7 @@ from drivesim.data.classes import (
     VEHICLE,
 )
 from drivesim.data.occupancy import OccupancyConfig, log_occupancy, rasterize
-from drivesim.data.types import AgentTracks, CameraRig, EgoTrack, Log, MapData
+from drivesim.data.types import AgentTracks, CameraRig, EgoTrack, Log, MapData, Signals
 
 # A small grid keeps the tests fast: 96 x 96 cells of 0.25 m.
 CFG = OccupancyConfig(extent=12.0, resolution=0.25)
@@ -242,6 +242,7 @@ def _log(num_steps=3):
             rotation=jnp.tile(jnp.eye(3), (6, 1, 1)),
             translation=jnp.zeros((6, 3)),
         ),
+        signals=Signals(**Signals.empty(2, num_steps)),
     )
 
 

@@ -274,9 +274,15 @@ def _trace(T=40, speed=5.0, accel=0.0, yaw_rate=0.0, yaw0=0.0):
     )
 
 
-def _step_terms(T=40, progress=None, collision=None, drivable=None, ttc_ok=None, wrong_way=None, speed=None):
+def _step_terms(
+    T=40, progress=None, collision=None, drivable=None, ttc_ok=None, wrong_way=None, speed=None,
+    lane_deviation=None, in_intersection=None, red_light=None,
+):  # fmt: skip
     f = jnp.float32
     return StepTerms(
+        lane_deviation=jnp.asarray(np.zeros(T) if lane_deviation is None else lane_deviation, f),
+        in_intersection=jnp.asarray(np.zeros(T, bool) if in_intersection is None else in_intersection),
+        red_light=jnp.asarray(np.zeros(T, bool) if red_light is None else red_light),
         collision=jnp.asarray(np.ones(T) if collision is None else collision, f),
         drivable=jnp.asarray(np.ones(T, bool) if drivable is None else drivable),
         ttc=jnp.full((T,), jnp.inf, f),

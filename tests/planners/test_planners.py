@@ -129,3 +129,69 @@ def test_a_nan_planner_scores_zero_and_is_flagged(sim_logs):
     assert bool(tr.plan_nan.any())
     assert float(evaluate(st, tr, 10).pdms) == 0.0
     assert np.all(np.isfinite(np.asarray(tr.ego.xy)))  # the car braked instead of flying off
+
+
+def _red_light_ahead(log, t0, metres, red=True):
+    """The log with one stop line across its route `metres` ahead of the ego at t0 (red or green
+    throughout), replacing its own lights."""
+    from drivesim.data.types import Signals
+
+    st = reset(log, t0)
+    route = np.asarray(st.route.xy)[np.asarray(st.route.valid)]
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(route, axis=0), axis=1))])
+    s_ego = s[np.argmin(np.linalg.norm(route - np.asarray(st.ego.xy), axis=1))]
+    k = int(np.searchsorted(s, s_ego + metres))
+    d = route[k + 1] - route[k]
+    S, T = np.asarray(log.signals.valid).shape[-1], np.asarray(log.time).shape[-1]
+    centre = np.zeros((S, 2), np.float32)
+    centre[0] = route[k]
+    yaw = np.zeros(S, np.float32)
+    yaw[0] = np.arctan2(d[1], d[0])
+    sig = Signals(
+        centre=jnp.asarray(centre), yaw=jnp.asarray(yaw), size=jnp.tile(jnp.asarray([[0.5, 3.5]], jnp.float32), (S, 1)),
+        valid=jnp.arange(S) == 0, red=jnp.full((T, S), red), known=jnp.asarray(True),
+    )  # fmt: skip
+    return log.replace(signals=sig)
+
+
+def test_route_followers_stop_for_a_red_light_and_the_runner_does_not(sim_logs):
+    from drivesim.planners.builtin import RedLightRunner
+
+    def travelled(planner, red):
+        o = observe(reset(_red_light_ahead(sim_logs[1], 20, 30.0, red), 20))
+        o = o.replace(agents=o.agents.replace(valid=o.agents.valid & False))  # no traffic
+        traj = jax.jit(lambda ob: planner.plan(None, ob, jax.random.key(0)))(o)
+        return float(np.asarray(traj.xy)[-1, 0])
+
+    front = 1.3 + 2.04
+    stopping = travelled(IdmPlanner(), True)
+    assert stopping < 30.0 - 0.25 - front  # stops before the line
+    assert travelled(PdmClosed(), True) < 30.0 - 0.25 - front
+    green = travelled(IdmPlanner(), False)
+    assert green > stopping + 3.0  # green: it goes on
+    assert travelled(RedLightRunner(), True) == pytest.approx(green, abs=0.05)  # red: the runner goes on too
+
+
+@pytest.mark.slow
+def test_running_a_red_light_costs_epdms_not_pdms(sim_logs):
+    """Closed loop with a red light 30 m ahead: IDM stops (TLC 1), the runner crosses (TLC 0, EPDMS
+    lower), PDMS does not see the light. The human filter is off: the log's ego had no such light."""
+    from drivesim.metrics.pdms import MetricConfig
+    from drivesim.planners.builtin import RedLightRunner
+
+    log = _red_light_ahead(sim_logs[1], 20, 30.0)
+    cfg, metrics = SimConfig(), MetricConfig(human_filter=False)
+    st = reset(log, 20, None, cfg)
+
+    def run(planner):
+        _, tr = jax.jit(lambda s: rollout(s, planner, None, 60, jax.random.key(0), cfg, pdms_terms(metrics)))(st)
+        return evaluate(st, tr, 60, metrics)
+
+    idm, runner = run(IdmPlanner()), run(RedLightRunner())
+    assert float(idm.tlc) == 1.0 and float(runner.tlc) == 0.0
+    assert float(runner.epdms) == 0.0 < float(idm.epdms)
+    assert float(runner.nc) * float(runner.dac) > 0 and float(runner.pdms) > 0.5  # PDMS does not see the light
+    # with the filter on, the logged ego crossed the same (invented) red line: not held against it
+    forgiven = evaluate(st, jax.jit(lambda s: rollout(s, RedLightRunner(), None, 60, jax.random.key(0), cfg,
+                                                      pdms_terms()))(st)[1], 60)  # fmt: skip
+    assert float(forgiven.tlc) == 1.0
