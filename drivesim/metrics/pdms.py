@@ -312,7 +312,11 @@ def step_terms(
 
 
 def map_terms(
-    map: MapData, signals: Signals | None, ego_xy: jnp.ndarray, ego_yaw: jnp.ndarray, disp: jnp.ndarray,
+    map: MapData,
+    signals: Signals | None,
+    ego_xy: jnp.ndarray,
+    ego_yaw: jnp.ndarray,
+    disp: jnp.ndarray,
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
 ) -> dict[str, jnp.ndarray]:
     """The terms of one ego pose that need only the map and the lights, not the other agents (so

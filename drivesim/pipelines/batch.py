@@ -71,7 +71,15 @@ def run_sharded_wm(handle, planner, logs, t0, contexts, horizon: int, cfg=None, 
         _, tr = wm_engine.rollout(
             model, state, planner, planner.init(jax.random.key(seed)), horizon, key, cfg, terms_fn
         )
-        trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid, plan=tr.plan, plan_age=tr.plan_age)
+        trace = Trace(
+            ego=tr.ego,
+            agents=tr.agents,
+            terms=tr.terms,
+            plan_nan=tr.plan_nan,
+            valid=tr.valid,
+            plan=tr.plan,
+            plan_age=tr.plan_age,
+        )
         return evaluate(state.base, trace, horizon, metrics)
 
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))

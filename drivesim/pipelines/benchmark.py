@@ -145,7 +145,15 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
             # simulated agents: each future draws its own (from the same start)
             st = wm_engine.reset(handle, log, t0, context, k, cfg.wm, behaviour) if simulates_agents(cfg.sim) else state
             _, tr = wm_engine.rollout(handle, st, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
-            trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid, plan=tr.plan, plan_age=tr.plan_age)
+            trace = Trace(
+                ego=tr.ego,
+                agents=tr.agents,
+                terms=tr.terms,
+                plan_nan=tr.plan_nan,
+                valid=tr.valid,
+                plan=tr.plan,
+                plan_age=tr.plan_age,
+            )
             scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics)
             nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
             return scores, tr.ego.xy, nan_step

@@ -756,5 +756,13 @@ def reference_rollout(
 
     terms = pdms_terms(metrics)
     _, tr = wm_engine.rollout(handle, state, planner, params, horizon, rng, cfg, lambda s, prev: terms(s.base, prev))
-    trace = Trace(ego=tr.ego, agents=tr.agents, terms=tr.terms, plan_nan=tr.plan_nan, valid=tr.valid, plan=tr.plan, plan_age=tr.plan_age)
+    trace = Trace(
+        ego=tr.ego,
+        agents=tr.agents,
+        terms=tr.terms,
+        plan_nan=tr.plan_nan,
+        valid=tr.valid,
+        plan=tr.plan,
+        plan_age=tr.plan_age,
+    )
     return evaluate(state.base, trace, horizon, metrics), tr

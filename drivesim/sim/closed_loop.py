@@ -74,9 +74,7 @@ def wm_pdms_terms(cfg: MetricConfig = MetricConfig(), drivable: str = "both"):
         base = state.base
         seen = wm_engine.seen_now(state)
         lights = base.log.signals.now(base.t0 + base.step)
-        t = step_terms(
-            base.ego, seen.agents, seen.size, seen.category, base.log.map, base.route, cfg, prev_ego, lights
-        )
+        t = step_terms(base.ego, seen.agents, seen.size, seen.category, base.log.map, base.route, cfg, prev_ego, lights)
         if drivable == "map":
             return t
         ego = base.ego

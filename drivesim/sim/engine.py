@@ -278,7 +278,13 @@ def observe(state: SimState, cfg: SimConfig = SimConfig()) -> Observation:
 
 @jax.named_scope("rollout")
 def rollout(
-    state: SimState, planner, params, horizon: int, rng, cfg: SimConfig = SimConfig(), terms_fn=None,
+    state: SimState,
+    planner,
+    params,
+    horizon: int,
+    rng,
+    cfg: SimConfig = SimConfig(),
+    terms_fn=None,
     keep_plans: bool = True,
 ) -> tuple[SimState, Trace]:
     """Run `planner` in closed loop for `horizon` steps from `state`.

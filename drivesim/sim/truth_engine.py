@@ -305,7 +305,13 @@ def step(state: TruthState, trajectory: Trajectory, rng=None, cfg: TruthConfig =
 
 
 def rollout(
-    state: TruthState, planner, params, horizon: int, rng, cfg: TruthConfig = TruthConfig(), terms_fn=None,
+    state: TruthState,
+    planner,
+    params,
+    horizon: int,
+    rng,
+    cfg: TruthConfig = TruthConfig(),
+    terms_fn=None,
     keep_plans: bool = True,
 ) -> tuple[TruthState, Trace]:
     """Run `planner` in closed loop for `horizon` steps from `state`, as `engine.rollout` does

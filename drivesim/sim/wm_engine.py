@@ -506,7 +506,14 @@ def plan_with(planner, params, handle: ModelHandle, state: WMState, rng, cfg: WM
 
 
 def rollout(
-    handle: ModelHandle, state: WMState, planner, params, horizon: int, rng, cfg: WMConfig = WMConfig(), terms_fn=None,
+    handle: ModelHandle,
+    state: WMState,
+    planner,
+    params,
+    horizon: int,
+    rng,
+    cfg: WMConfig = WMConfig(),
+    terms_fn=None,
     keep_plans: bool = True,
 ) -> tuple[WMState, WMTrace]:
     """Run `planner` in closed loop for `horizon` steps (a multiple of `keyframe_steps` is best).

@@ -318,4 +318,3 @@ def _step_terms(T=40, progress=None, wrong_way=None, lane_deviation=None, in_int
         in_intersection=jnp.asarray(np.zeros(T, bool) if in_intersection is None else in_intersection),
         red_light=jnp.asarray(np.zeros(T, bool) if red_light is None else red_light),
     )
-
