@@ -32,15 +32,22 @@ def test_outputs_and_schema(first_run, tiny_config):
     res = json.loads((first_run / "results.json").read_text())
     assert res["schema"] == 1 and res["engine"] == "kinematic" and res["agents"] == "log"
     assert set(res["planners"]) == {"expert", "idm", "constant_velocity"}
+    assert res["score"] == "pdms"
     for p in res["planners"].values():
-        for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls"):
+        for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "epdms", "ddc", "tlc", "lk", "hc", "ec"):
             assert 0.0 <= p[k] <= 1.0
-        lo, hi = p["pdms_ci"]
-        assert lo <= p["pdms"] + 1e-9 and p["pdms"] <= hi + 1e-9
+        for k in ("pdms", "epdms"):
+            lo, hi = p[f"{k}_ci"]
+            assert lo <= p[k] + 1e-9 and p[k] <= hi + 1e-9
+        assert p["tlc_scenarios"] == res["config"]["scenarios"]  # the synthetic set writes its lights
     n = res["config"]["scenarios"]
     assert n >= 4 and len(res["scenarios"]) == 3 * n
     row = res["scenarios"][0]
-    assert {"planner", "scene", "t0", "tags", "status", "pdms", "ego_progress"} <= set(row)
+    assert {"planner", "scene", "t0", "tags", "status", "pdms", "ego_progress", "epdms", "tlc", "lk"} <= set(row)
+    for r in res["scenarios"]:  # EPDMS's formula, from the reported (filtered) terms
+        if r["dac"] == 1.0:
+            weighted = (5 * r["ep"] + 5 * r["ttc"] + 2 * r["lk"] + 2 * r["hc"] + 2 * r["ec"]) / 16
+            assert r["epdms"] == pytest.approx(r["nc"] * r["ddc"] * r["tlc"] * weighted, abs=1e-5)
     assert res["ranking"][0] == "expert"
     prov = res["provenance"]  # where the numbers came from: the tiny set's version and seed, no checkpoint
     assert {"commit", "dirty", "command", "checkpoint_sha256", "dataset", "machine"} <= set(prov)
@@ -49,8 +56,21 @@ def test_outputs_and_schema(first_run, tiny_config):
     assert prov["dataset"]["version"] == res["config"]["version"] and prov["machine"]["jax"]
     csv = (first_run / "results.csv").read_text().splitlines()
     assert csv[0].startswith("planner,scene,t0") and len(csv) == 1 + 3 * n + 3
+    assert all(k in csv[0].split(",") for k in ("epdms", "ddc", "tlc", "lk", "hc", "ec"))
     for png in ("metrics.png", "pdms_distribution.png", "worst_scenarios.png"):
         assert (first_run / png).stat().st_size > 10_000
+
+
+def test_score_epdms_ranks_by_epdms(first_run, tiny_dataroot, tmp_path, capsys):
+    rc, out, _ = bench(capsys, tiny_dataroot, tmp_path / "e", "--planners", "expert,idm,constant_velocity",
+                       "--score", "epdms")  # fmt: skip
+    assert rc == 0 and "EPDMS" in out
+    a = json.loads((first_run / "results.json").read_text())
+    b = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert b["score"] == "epdms"
+    assert b["ranking"] == sorted(b["planners"], key=lambda k: -b["planners"][k]["epdms"])
+    for name in a["planners"]:  # the same scores, only the headline differs
+        assert a["planners"][name]["epdms"] == b["planners"][name]["epdms"]
 
 
 def test_deterministic_for_a_seed(first_run, tiny_dataroot, tmp_path, capsys):

@@ -183,7 +183,9 @@ def human_terms(
     def one(p, y, d, r):
         return map_terms(log.map, log.signals.replace(red=r), p, y, d, cfg)
 
-    terms = jax.vmap(one)(xy, yaw, disp, red)
+    # step by step (a scan), not vmapped: the vmapped lane search over every step at once is
+    # memory-bound and cost more than the whole rollout's step terms
+    terms = jax.lax.map(lambda a: one(*a), (xy, yaw, disp, red))
     f32 = jnp.float32
     _, ddc = driving_direction_compliance(terms["wrong_way"], valid, cfg)
     return {

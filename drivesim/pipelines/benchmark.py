@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drivesim.data.loader import LoadConfig
+from drivesim.metrics import epdms
 from drivesim.metrics.pdms import MetricConfig
 from drivesim.sim import truth_engine, wm_engine
 from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
@@ -121,15 +122,46 @@ def _run_batch_fn(planner, cfg: BenchConfig):
     are hashable, so benchmarking a planner again reuses its compiled program)."""
     terms_fn = pdms_terms(cfg.metrics)
 
-    def one(log, t0, key, behaviour):
+    def one(log, t0, key, behaviour, human):
         params = planner.init(jax.random.key(cfg.seed))
         state = reset(log, t0, key, cfg.sim, behaviour)
         _, trace = rollout(state, planner, params, cfg.horizon, key, cfg.sim, terms_fn)
-        scores = evaluate(state, trace, cfg.horizon, cfg.metrics)
+        scores = evaluate(state, trace, cfg.horizon, cfg.metrics, human)
         nan_step = jnp.where(trace.plan_nan.any(), jnp.argmax(trace.plan_nan), -1)
         return scores, trace.ego.xy, state.route_ok, nan_step
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, 0)))
+
+
+@functools.lru_cache(maxsize=8)
+def _human_fn(horizon: int, metrics: MetricConfig):
+    return jax.jit(jax.vmap(lambda log, t0: epdms.human_terms(log, t0, horizon, metrics)))
+
+
+def human_filter_terms(logs, scenarios: list[Scenario], cfg: BenchConfig) -> dict[str, np.ndarray] | None:
+    """EPDMS's human-filter terms of every scenario (the logged ego over the horizon: its DAC, DDC,
+    TLC, LK, HC; `drivesim.metrics.epdms.human_terms`), host arrays (n,) by name. They depend on
+    the scenario only, so a benchmark computes them once and every planner and engine shares them.
+    None when the metrics do not use the filter."""
+    if not (cfg.metrics.epdms and cfg.metrics.human_filter):
+        return None
+    fn = _human_fn(cfg.horizon, cfg.metrics)
+    parts = []
+    for start in range(0, len(scenarios), cfg.batch):
+        chunk = scenarios[start : start + cfg.batch]
+        chunk_p = chunk + [chunk[-1]] * (cfg.batch - len(chunk))  # one batch shape: no recompiles
+        idx = np.array([s.log_index for s in chunk_p])
+        t0s = jnp.array([s.t0 for s in chunk_p], jnp.int32)
+        out = jax.device_get(fn(jax.tree.map(lambda a, i=idx: a[i], logs), t0s))
+        parts.append({k: np.asarray(v)[: len(chunk)] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _human_rows(human: dict | None, rows: np.ndarray):
+    """The human-filter terms of a batch's scenario rows (ones where the filter is off)."""
+    if human is None:
+        return {k: jnp.ones((len(rows),), jnp.float32) for k in ("dac", "ddc", "tlc", "lk", "hc")}
+    return {k: jnp.asarray(v[rows]) for k, v in human.items()}
 
 
 @functools.lru_cache(maxsize=32)
@@ -137,7 +169,7 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
     """jit(vmap) of reset -> `samples` sampled rollouts -> evaluate under the world-model engine."""
     terms_fn = wm_pdms_terms(cfg.metrics, cfg.drivable)
 
-    def one(handle, log, t0, context, key, behaviour):
+    def one(handle, log, t0, context, key, behaviour, human):
         params = planner.init(jax.random.key(cfg.seed))
         state = wm_engine.reset(handle, log, t0, context, key, cfg.wm, behaviour)
 
@@ -154,7 +186,7 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
                 plan=tr.plan,
                 plan_age=tr.plan_age,
             )
-            scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics)
+            scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics, human)
             nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
             return scores, tr.ego.xy, nan_step
 
@@ -163,7 +195,7 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
         scores = jax.tree.map(lambda a: a.mean(0), scores)
         return scores, ego_xy[0], state.base.route_ok, nan_step.max(), worst
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None, 0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +214,12 @@ class TruthScenes:
 
 @functools.lru_cache(maxsize=8)
 def _evaluate_fn(horizon: int, metrics: MetricConfig):
-    return jax.jit(lambda state, trace: evaluate(state, trace, horizon, metrics))
+    return jax.jit(lambda state, trace, human: evaluate(state, trace, horizon, metrics, human))
 
 
-def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig, scenes: TruthScenes, progress=None):
+def run_truth(
+    planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig, scenes: TruthScenes, progress=None, human=None
+):
     """Scores of planners on scenarios under the truth engine (`cfg.truth`): {name: the dict
     `run_planner` returns}.
 
@@ -196,6 +230,8 @@ def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig,
     terms_fn = pdms_terms(cfg.metrics)
     score_of = _evaluate_fn(cfg.horizon, cfg.metrics)
     n = len(scenarios)
+    if human is None:
+        human = human_filter_terms(logs, scenarios, cfg)
     res = {
         name: {k: [None] * n for k in (*SCORE_KEYS, "ego_xy", "route_ok", "nan_step")} for name in planners
     }  # fmt: skip
@@ -219,7 +255,8 @@ def run_truth(planners: dict, logs, scenarios: list[Scenario], cfg: BenchConfig,
                 w = world if m == len(planners) - 1 else truth_engine.copy_world(world)
                 state = truth_engine.reset(scenes.plans[li], log, t0, scenes.uids[li], key, cfg.truth, world=w)
                 _, trace = truth_engine.rollout(state, planner, params[name], cfg.horizon, key, cfg.truth, terms_fn)
-                scores = jax.device_get(score_of(state.sim, trace))
+                h = None if human is None else {k: jnp.asarray(v[i]) for k, v in human.items()}
+                scores = jax.device_get(score_of(state.sim, trace, h))
                 out = res[name]
                 for k in SCORE_KEYS:
                     out[k][i] = np.asarray(getattr(scores, k))
@@ -253,6 +290,7 @@ def run_planner(
     contexts=None,
     truth=None,
     behaviour=None,
+    human=None,
 ) -> dict:
     """Scores of one planner on scenarios (logs: stacked host arrays). Returns host arrays.
 
@@ -260,7 +298,10 @@ def run_planner(
     `contexts` (a `wm_engine.Context` of stacked host arrays, one row per scenario); the truth
     engine (`cfg.truth`) needs `truth` (`TruthScenes` of the logs); learned agents
     (`cfg.sim.agents == "learned"`) need `behaviour` (a `learned_agents.BehaviourHandle`).
+    `human`: the scenarios' `human_filter_terms`, if already computed (else computed here).
     """
+    if human is None:
+        human = human_filter_terms(logs, scenarios, cfg)
     if cfg.sim.agents == "learned" and behaviour is None and cfg.truth is None:
         raise ValueError("learned agents need the behaviour model (run_planner(..., behaviour=...))")
     if cfg.sim.agents != "learned":
@@ -270,7 +311,7 @@ def run_planner(
             raise ValueError("the truth engine needs the scenes' plans and slot uids (TruthScenes)")
         name = getattr(planner, "name", "planner")
         tick = (lambda m, _name: on_batch(m)) if on_batch else None
-        return run_truth({name: planner}, logs, scenarios, cfg, truth, tick)[name]
+        return run_truth({name: planner}, logs, scenarios, cfg, truth, tick, human)[name]
     if cfg.wm is not None and (model is None or contexts is None):
         raise ValueError("the world-model engine needs the model and the scenarios' contexts")
     fn = _run_batch_fn(planner, cfg) if cfg.wm is None else _run_wm_batch_fn(planner, cfg)
@@ -287,15 +328,16 @@ def run_planner(
         batch_logs = jax.tree.map(lambda a, i=idx: a[i], logs)
         t0s = jnp.array([s.t0 for s in chunk_p], jnp.int32)
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(cfg.seed), i))(jnp.arange(start, start + cfg.batch))
+        rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
+        h = _human_rows(human, rows)
         tic = time.perf_counter()
         if cfg.wm is None:
-            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys, behaviour))
+            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys, behaviour, h))
             worst = (scores.pdms, scores.epdms)
         else:
-            rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
             ctx = jax.tree.map(lambda a, r=rows: a[r], contexts)
             scores, ego_xy, route_ok, nan_step, worst = jax.block_until_ready(
-                fn(model, batch_logs, t0s, ctx, keys, behaviour)
+                fn(model, batch_logs, t0s, ctx, keys, behaviour, h)
             )
         if t_compile is None:
             t_compile = time.perf_counter() - tic
@@ -421,17 +463,17 @@ def _check_compare(cfg: BenchConfig, compare: BenchConfig) -> None:
 
 
 def _run_engine(planners: dict, logs, kept: list[Scenario], cfg: BenchConfig, progress, label: str = "",
-                model=None, contexts=None, truth=None, behaviour=None) -> dict:  # fmt: skip
+                model=None, contexts=None, truth=None, behaviour=None, human=None) -> dict:  # fmt: skip
     """{name: the dict `run_planner` returns} of every planner under cfg's engine; progress
     descriptions are the planner names followed by `label`."""
     if cfg.truth is not None:
         tick = (lambda m, n: progress(m, n + label)) if progress else None
-        return run_truth(planners, logs, kept, cfg, truth, tick)
+        return run_truth(planners, logs, kept, cfg, truth, tick, human)
     res = {}
     for name, planner in planners.items():
         tick = (lambda m, n=name: progress(m, n + label)) if progress else None
         res[name] = run_planner(
-            planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts, behaviour=behaviour
+            planner, logs, kept, cfg, on_batch=tick, model=model, contexts=contexts, behaviour=behaviour, human=human
         )
     return res
 
@@ -496,9 +538,13 @@ def run_benchmark(
     for c in (cfg, compare):
         if c is not None and c.truth is not None:
             out["config"].update(annotation_range=c.truth.annotation_range)
+    tic = time.perf_counter()
+    human = human_filter_terms(logs, kept, cfg)  # shared by every planner and the compared engine
+    out["timing"]["human_filter_seconds"] = time.perf_counter() - tic
     by_planner = _run_engine(
-        planners, logs, kept, cfg, progress, model=model, contexts=contexts, truth=truth, behaviour=behaviour
-    )
+        planners, logs, kept, cfg, progress, model=model, contexts=contexts, truth=truth, behaviour=behaviour,
+        human=human,
+    )  # fmt: skip
     if cfg.truth is not None:
         out["timing"]["world_seconds"] = next(iter(by_planner.values()))["world_seconds"]
     per_scenario, rows_of = {}, {}
@@ -517,7 +563,8 @@ def run_benchmark(
     if compare is not None:
         from drivesim.metrics.agreement import agreement
 
-        by_ref = _run_engine(planners, logs, kept, compare, progress, " (reference)", truth=truth, behaviour=behaviour)
+        by_ref = _run_engine(planners, logs, kept, compare, progress, " (reference)", truth=truth, behaviour=behaviour,
+                             human=human)  # fmt: skip
         ref = {}
         for name in planners:
             res = by_ref[name]

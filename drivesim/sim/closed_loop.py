@@ -32,10 +32,20 @@ def expert_progress(state: SimState, horizon: int):
 
 
 @jax.named_scope("evaluate")
-def evaluate(state: SimState, trace: Trace, horizon: int, cfg: MetricConfig = MetricConfig()) -> Scores:
+def evaluate(
+    state: SimState,
+    trace: Trace,
+    horizon: int,
+    cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
+    human: dict | None = None,
+) -> Scores:
     """Scores of a rollout from `state` (its start) whose trace carries `pdms_terms`: PDMS, CLS
     and, with `cfg.epdms`, EPDMS (history comfort from the log before the start, extended comfort
     from the trace's plans if it kept them, NAVSIM v2's human filter from the logged ego).
+
+    `human`: the human filter's terms of this scenario (`epdms.human_terms` of the log from the
+    start over `horizon`), if already computed: they depend on the scenario only, so a benchmark
+    computes them once for all its planners; None computes them here.
 
     A rollout in which the planner returned a non-finite trajectory scores 0 everywhere (the
     benchmark reports the reason).
@@ -47,8 +57,9 @@ def evaluate(state: SimState, trace: Trace, horizon: int, cfg: MetricConfig = Me
         ec = 1.0
         if trace.plan is not None:
             ec = epdms.extended_comfort(trace.plan.xy, trace.plan.yaw, trace.plan_age, trace.valid, trace.plan.dt, cfg)
-        human = epdms.human_terms(log, state.t0, horizon, cfg) if cfg.human_filter else None
-        s = epdms.extend(s, hc, ec, human)
+        if cfg.human_filter and human is None:
+            human = epdms.human_terms(log, state.t0, horizon, cfg)
+        s = epdms.extend(s, hc, ec, human if cfg.human_filter else None)
     bad = trace.plan_nan.any()
     return jax.tree.map(lambda x: jnp.where(bad, jnp.zeros_like(x), x), s)
 

@@ -9,7 +9,9 @@ benchmark can report per scenario type:
 - turn: the ego's heading changes by more than 35 degrees;
 - lane_change: the ego moves sideways by more than 2.5 m relative to its start heading while
   turning less than 20 degrees;
-- pedestrian_crossing: a pedestrian is in front of the ego (within 25 m ahead, 4 m sideways).
+- pedestrian_crossing: a pedestrian is in front of the ego (within 25 m ahead, 4 m sideways);
+- red_light: the stop line of a red light of the ego's direction is in front of it (within 40 m
+  ahead, 2 m sideways) at some step (only where the data has light states).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from drivesim.data.classes import PEDESTRIAN, VEHICLE
 from drivesim.data.types import Log
 
-TAGS = ("following", "stop", "turn", "lane_change", "pedestrian_crossing")
+TAGS = ("following", "stop", "turn", "lane_change", "pedestrian_crossing", "red_light")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,24 @@ def tag_scenario(log: Log, t0: int, horizon: int) -> tuple[str, ...]:
         tags.append("lane_change")
     if ped:
         tags.append("pedestrian_crossing")
+    if _red_light_ahead(log, steps, ego_xy, ego_yaw):
+        tags.append("red_light")
     return tuple(tags)
+
+
+def _red_light_ahead(log: Log, steps: np.ndarray, ego_xy: np.ndarray, ego_yaw: np.ndarray) -> bool:
+    sig = log.signals
+    if not bool(np.asarray(sig.known)):
+        return False
+    centre = np.asarray(sig.centre, np.float64)
+    facing = np.cos(np.asarray(sig.yaw, np.float64)[None, :] - ego_yaw[steps][:, None]) > 0.5  # (n, S)
+    red = np.asarray(sig.red)[steps] & np.asarray(sig.valid)[None, :] & facing
+    for i, t in enumerate(steps):
+        if red[i].any():
+            local = _ego_frame(centre[red[i]], ego_xy[t], ego_yaw[t])
+            if np.any((local[:, 0] > 0.0) & (local[:, 0] < 40.0) & (np.abs(local[:, 1]) < 2.0)):
+                return True
+    return False
 
 
 def select_scenarios(

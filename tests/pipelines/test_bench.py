@@ -83,6 +83,12 @@ def test_cli_compare_choices(capsys):
     assert e.value.code == 2 and "--compare" in capsys.readouterr().err
 
 
+def test_cli_score_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--score", "cls"])
+    assert e.value.code == 2 and "--score" in capsys.readouterr().err
+
+
 def test_compared_config_keeps_the_run():
     cfg = BenchConfig(horizon=30, scenarios=5, seed=7, sim=SimConfig(agents="idm", replan_every=2))
     truth = compared_config(cfg, "truth", annotation_range=50.0)
