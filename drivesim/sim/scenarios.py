@@ -11,7 +11,8 @@ benchmark can report per scenario type:
   turning less than 20 degrees;
 - pedestrian_crossing: a pedestrian is in front of the ego (within 25 m ahead, 4 m sideways);
 - red_light: the stop line of a red light of the ego's direction is in front of it (within 40 m
-  ahead, 2 m sideways) at some step (only where the data has light states).
+  ahead, 2 m sideways) with no vehicle in between, at some step: the light, not a queue, is what
+  stops the ego (only where the data has light states).
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ def tag_scenario(log: Log, t0: int, horizon: int) -> tuple[str, ...]:
         tags.append("lane_change")
     if ped:
         tags.append("pedestrian_crossing")
-    if _red_light_ahead(log, steps, ego_xy, ego_yaw):
+    if _red_light_ahead(log, steps, ego_xy, ego_yaw, xy, valid & (cat == VEHICLE)[:, None]):
         tags.append("red_light")
     return tuple(tags)
 
 
-def _red_light_ahead(log: Log, steps: np.ndarray, ego_xy: np.ndarray, ego_yaw: np.ndarray) -> bool:
+def _red_light_ahead(log: Log, steps, ego_xy, ego_yaw, vehicle_xy, vehicle_valid) -> bool:
+    """A red stop line of the ego's direction within 40 m ahead in its lane, with no vehicle (xy
+    (A, n, 2), valid (A, n) over `steps`) between the ego and the line, at some step."""
     sig = log.signals
     if not bool(np.asarray(sig.known)):
         return False
@@ -91,10 +94,16 @@ def _red_light_ahead(log: Log, steps: np.ndarray, ego_xy: np.ndarray, ego_yaw: n
     facing = np.cos(np.asarray(sig.yaw, np.float64)[None, :] - ego_yaw[steps][:, None]) > 0.5  # (n, S)
     red = np.asarray(sig.red)[steps] & np.asarray(sig.valid)[None, :] & facing
     for i, t in enumerate(steps):
-        if red[i].any():
-            local = _ego_frame(centre[red[i]], ego_xy[t], ego_yaw[t])
-            if np.any((local[:, 0] > 0.0) & (local[:, 0] < 40.0) & (np.abs(local[:, 1]) < 2.0)):
-                return True
+        if not red[i].any():
+            continue
+        local = _ego_frame(centre[red[i]], ego_xy[t], ego_yaw[t])
+        near = (local[:, 0] > 0.0) & (local[:, 0] < 40.0) & (np.abs(local[:, 1]) < 2.0)
+        if not near.any():
+            continue
+        line = local[near, 0].min()
+        cars = _ego_frame(vehicle_xy[vehicle_valid[:, i], i], ego_xy[t], ego_yaw[t])
+        if not np.any((cars[:, 0] > 0.0) & (cars[:, 0] < line) & (np.abs(cars[:, 1]) < 2.0)):
+            return True
     return False
 
 

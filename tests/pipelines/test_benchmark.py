@@ -69,3 +69,26 @@ def test_the_compared_engine_runs_the_same_scenarios_seed_and_horizon():
         run_benchmark(None, [], {}, cfg, compare=compared_config(cfg, "kinematic"))
     with pytest.raises(ValueError, match="TruthScenes"):
         run_benchmark(None, [], {}, cfg, compare=compared_config(cfg, "truth"))
+
+
+def test_unknown_light_states_are_reported_as_not_available():
+    """Real nuScenes has no light states: TLC is null, not a guessed 1, wherever they are unknown."""
+    from drivesim.pipelines.benchmark import SCORE_KEYS, summarise
+
+    n = 4
+    res = {k: np.ones(n) for k in SCORE_KEYS}
+    res.update(nan_step=-np.ones(n, int), seconds=1.0)
+    scenarios = [Scenario(0, "s", 20 + i, 20, ()) for i in range(n)]
+    cfg = BenchConfig(horizon=20, bootstrap=50)
+    agg, rows = summarise("p", dict(res, tlc_known=np.zeros(n)), scenarios, cfg)
+    assert agg["tlc"] is None and agg["tlc_scenarios"] == 0 and all(r["tlc"] is None for r in rows)
+    assert agg["epdms"] == 1.0
+    known = np.array([1.0, 1.0, 0.0, 0.0])
+    agg, rows = summarise("p", dict(res, tlc_known=known, tlc=np.array([0.0, 1.0, 1.0, 1.0])), scenarios, cfg)
+    assert agg["tlc"] == 0.5 and agg["tlc_scenarios"] == 2  # over the scenarios with known lights only
+    assert [r["tlc"] for r in rows] == [0.0, 1.0, None, None]
+
+
+def test_the_headline_score_is_checked():
+    with pytest.raises(ValueError, match="score"):
+        BenchConfig(score="cls")
