@@ -23,36 +23,40 @@ EPDMS_METRICS = ("ddc", "tlc", "lk", "hc", "ec", "epdms")
 def leaderboard(results: dict):
     """A rich Table of the planners, best first by the headline score (PDMS or EPDMS), with both
     scores and every term of each (CLS is in results.json and the CSV)."""
+    from rich import box
     from rich.table import Table
 
     head = results.get("score", "pdms")  # results written before --score: PDMS
     other_score = "epdms" if head == "pdms" else "pdms"
-    t = Table(title=f"closed-loop benchmark ({results['engine']} engine, {results['agents']} agents, "
-              f"{results['config']['scenarios']} scenarios)")  # fmt: skip
-    t.add_column("rank", justify="right")
-    t.add_column("planner")
-    t.add_column(head.upper(), justify="right")
-    t.add_column("95% CI", justify="right")
+    t = Table(
+        title=f"closed-loop benchmark ({results['engine']} engine, {results['agents']} agents, "
+        f"{results['config']['scenarios']} scenarios)",
+        box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
+    )  # fmt: skip
+    t.add_column("#", justify="right")
+    t.add_column("planner", no_wrap=True)
+    t.add_column(head.upper(), justify="right", min_width=5)
+    t.add_column("95% CI", justify="right", no_wrap=True, min_width=11)
     has_other = all(other_score in p for p in results["planners"].values())
     if has_other:
-        t.add_column(other_score.upper(), justify="right")
+        t.add_column(other_score.upper(), justify="right", min_width=5)
     terms = ["nc", "dac", "ttc", "ep", "c"]
     if all("epdms" in p for p in results["planners"].values()):
         terms += ["ddc", "tlc", "lk", "hc", "ec"]
     for k in terms:
-        t.add_column(k.upper(), justify="right")
+        t.add_column(k.upper(), justify="right", min_width=4)
     t.add_column("fail", justify="right")
     wm = results["engine"] == "world-model"
     ref = "agreement" in results
     if wm:
-        t.add_column("worst", justify="right")
+        t.add_column("worst", justify="right", min_width=5)
     other = results.get("compare", "kinematic")  # results written before --compare: the kinematic engine
     if ref:
-        t.add_column(f"{other} {head.upper()}", justify="right")
-        t.add_column("gap", justify="right")
+        t.add_column(f"{other}", justify="right", min_width=5)
+        t.add_column("gap", justify="right", min_width=6)
 
-    def num(v):
-        return "n/a" if v is None else f"{v:.3f}"
+    def num(v, digits=3):
+        return "n/a" if v is None else f"{v:.{digits}f}"
 
     for i, name in enumerate(results["ranking"]):
         p = results["planners"][name]
@@ -61,18 +65,21 @@ def leaderboard(results: dict):
         if ref:
             extra += [num(p[f"{head}_reference"]), f"{p[f'{head}_gap']:+.3f}"]
         t.add_row(
-            str(i + 1), name, num(p[head]), f"[{lo:.3f}, {hi:.3f}]", *([num(p[other_score])] if has_other else []),
-            *(num(p[k]) for k in terms), str(p["failures"]), *extra,
+            str(i + 1), name, num(p[head]), f"{lo:.3f}-{hi:.3f}", *([num(p[other_score])] if has_other else []),
+            *(num(p[k], 2) for k in terms), str(p["failures"]), *extra,
         )  # fmt: skip
+    notes = []
     if ref:
         a = results["agreement"]
-        t.caption = (
+        notes.append(
             f"rank agreement ({head.upper()}) with the {other} engine: Kendall tau {a['kendall_tau']:.3f} "
             f"[{a['kendall_tau_ci'][0]:.3f}, {a['kendall_tau_ci'][1]:.3f}], Spearman rho {a['spearman_rho']:.3f} "
             f"[{a['spearman_rho_ci'][0]:.3f}, {a['spearman_rho_ci'][1]:.3f}]; largest |gap| {a['max_abs_gap']:.3f}"
         )
-    elif any(p.get("tlc", 0) is None for p in results["planners"].values()):
-        t.caption = "TLC n/a: the data has no traffic-light states (real nuScenes); EPDMS counts TLC as 1"
+    if any(p.get("tlc", 0) is None for p in results["planners"].values()):
+        notes.append("TLC n/a: the data has no traffic-light states (real nuScenes); EPDMS counts TLC as 1")
+    if notes:
+        t.caption = "\n".join(notes)
     return t
 
 
