@@ -6,7 +6,8 @@ adds what needs the log or the planner's outputs, and combines them (`extend`):
 
 - History comfort (HC): nuPlan's comfort bounds (`pdms.comfort`) checked over the logged ego's
   last `MetricConfig.history_seconds` before the start followed by the rollout, so that a plan
-  that jars against the motion so far is uncomfortable.
+  that jars against the motion so far is uncomfortable. Windows wholly in the history are not
+  checked: they are the log's, the same for every planner.
 - Extended comfort (EC): each plan against the one before it over the time both cover. The
   acceleration magnitude, jerk, yaw rate and yaw acceleration of each plan (Savitzky-Golay
   derivatives of its poses, as `pdms.comfort`'s) are compared; a pair is comfortable iff the RMS
@@ -67,11 +68,16 @@ def history_comfort(
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
 ) -> jnp.ndarray:
     """HC: () 1.0 if the logged history before log step t0 followed by the rollout (`ego_trace`
-    speed (T,), yaw (T,), its first step at t0; `valid` (T,)) stays within the comfort bounds."""
+    speed (T,), yaw (T,), its first step at t0; `valid` (T,)) stays within the comfort bounds.
+
+    Only windows that reach past t0 are checked: a window wholly in the history is the same for
+    every planner (the log's own jolts, which the human filter would forgive anyway)."""
     speed_h, yaw_h, ok_h = _history(log, t0, cfg)
     speed = jnp.concatenate([speed_h.astype(jnp.float32), jnp.asarray(ego_trace.speed, jnp.float32)])
     yaw = jnp.concatenate([yaw_h.astype(jnp.float32), jnp.asarray(ego_trace.yaw, jnp.float32)])
-    return comfort(_trace(speed, yaw), SIM_DT, cfg, jnp.concatenate([ok_h, jnp.asarray(valid, bool)]))
+    valid = jnp.asarray(valid, bool)
+    ours = jnp.concatenate([jnp.zeros_like(ok_h), jnp.ones_like(valid).at[0].set(False)])  # after t0
+    return comfort(_trace(speed, yaw), SIM_DT, cfg, jnp.concatenate([ok_h, valid]), ours)
 
 
 def plan_features(xy: jnp.ndarray, yaw: jnp.ndarray, dt: float, cfg: MetricConfig = MetricConfig()):  # noqa: B008

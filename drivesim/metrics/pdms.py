@@ -613,6 +613,7 @@ def comfort(
     dt: float = SIM_DT,
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
     valid: jnp.ndarray | None = None,
+    counts: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
     """1 if the ego trace stays within every comfort bound, else 0.
 
@@ -630,12 +631,15 @@ def comfort(
       dt: seconds between steps (static).
       cfg: the bounds (static).
       valid: (T,) bool, or None for all steps.
+      counts: (T,) bool, or None for all steps: only windows that include one of these steps are
+        checked (EPDMS's history comfort: the logged history is the same for every planner, so a
+        window that lies wholly in it says nothing about the planner).
 
     Returns:
       () float32, 1.0 or 0.0.
     """
     with jax.named_scope("comfort"):
-        ext = comfort_extremes(ego_trace, dt, cfg, valid)
+        ext = comfort_extremes(ego_trace, dt, cfg, valid, counts)
         ok = (
             (ext["min_lon_accel"] >= cfg.min_lon_accel)
             & (ext["max_lon_accel"] <= cfg.max_lon_accel)
@@ -653,8 +657,9 @@ def comfort_extremes(
     dt: float = SIM_DT,
     cfg: MetricConfig = MetricConfig(),  # noqa: B008 (frozen, hence immutable)
     valid: jnp.ndarray | None = None,
+    counts: jnp.ndarray | None = None,
 ) -> dict[str, jnp.ndarray]:
-    """The extremes that `comfort` compares with its bounds (for diagnostics).
+    """The extremes that `comfort` compares with its bounds (for diagnostics; `counts` as there).
 
     Returns:
       dict of () float32: min_lon_accel, max_lon_accel, and the largest absolute lat_accel, jerk,
@@ -675,6 +680,9 @@ def comfort_extremes(
     lat_accel = speed[h : T - h] * yaw_rate if T >= w else jnp.zeros((0,), jnp.float32)
     lon_jerk, m2 = _filter(lon_accel, m1, d1)
     jerk, _ = _filter(jnp.hypot(lon_accel, lat_accel), m1, d1)
+    if counts is not None:  # only windows with a counted step
+        c1 = _any_in_window(jnp.asarray(counts, bool), w)
+        m1, m2 = m1 & c1, m2 & _any_in_window(c1, w)
 
     def extreme(x, m, fn, neutral):
         return fn(jnp.where(m, x, neutral), initial=neutral).astype(jnp.float32)
@@ -696,6 +704,17 @@ def _savgol_coeffs(window: int, order: int, deriv: int, dt: float) -> np.ndarray
     x = np.arange(window) - window // 2
     vander = np.vander(x, order + 1, increasing=True).astype(np.float64)
     return (np.linalg.pinv(vander)[deriv] * math.factorial(deriv) / dt**deriv).astype(np.float32)
+
+
+def _any_in_window(flags: jnp.ndarray, w: int) -> jnp.ndarray:
+    """(N - w + 1,) bool: some flag of (N,) `flags` lies in each 'valid' window of w."""
+    n = flags.shape[0] - w + 1
+    if n <= 0:
+        return jnp.zeros((0,), bool)
+    out = flags[0:n]
+    for j in range(1, w):
+        out = out | flags[j : j + n]
+    return out
 
 
 def _filter(y: jnp.ndarray, mask: jnp.ndarray, coeffs: np.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

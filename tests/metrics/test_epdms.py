@@ -197,6 +197,13 @@ def test_history_comfort_sees_the_jolt_between_the_history_and_the_rollout():
     assert float(score(_step_terms(T), rollout, f32(10.0), valid, CFG).c) == 1.0
     # at the very start of a log there is no history: the rollout alone counts
     assert float(epdms.history_comfort(fast_before, 0, rollout, valid, CFG)) == 1.0
+    # a jolt wholly inside the history (the log's own, the same for every planner) does not count
+    early = np.full(t0 + T, 10.0)
+    early[: t0 - 12] = 14.0  # 1.2 s before the start: no comfort window reaches past t0
+    assert float(epdms.history_comfort(_log_with_history(early), t0, rollout, valid, CFG)) == 1.0
+    late = np.full(t0 + T, 10.0)
+    late[: t0 - 2] = 14.0  # 0.2 s before the start: windows across t0 see it
+    assert float(epdms.history_comfort(_log_with_history(late), t0, rollout, valid, CFG)) == 0.0
 
 
 # ------------------------------------------------------------------ extended comfort (EC)
