@@ -138,7 +138,9 @@ def plot_metrics(results: dict, out: Path) -> Path:
             ci = np.array([results["planners"][n][f"{m}_ci"] for n in names])
             err = np.abs(ci.T - np.array(vals))
         colour = plt.get_cmap("tab20")(j % 20)
-        ax.bar(x + (j - len(metrics) / 2 + 0.5) * width, vals, width, yerr=err, capsize=2, label=m.upper(), color=colour)
+        ax.bar(
+            x + (j - len(metrics) / 2 + 0.5) * width, vals, width, yerr=err, capsize=2, label=m.upper(), color=colour
+        )
     ax.set_xticks(x, names, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (mean over scenarios)")
