@@ -154,6 +154,7 @@ def _red_light_ahead(log, t0, metres, red=True):
     return log.replace(signals=sig)
 
 
+@pytest.mark.slow
 def test_route_followers_stop_for_a_red_light_and_the_runner_does_not(sim_logs):
     from drivesim.planners.builtin import RedLightRunner
 
