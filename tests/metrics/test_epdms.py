@@ -75,7 +75,10 @@ def _no_agents():
 
 def _terms(ego, m, signals=None, cfg=CFG) -> StepTerms:
     agents, size, cat = _no_agents()
-    return step_terms(ego, agents, size, cat, m, _route(), cfg, None, signals)
+    return _step_jit(ego, agents, size, cat, m, _route(), cfg, None, signals)
+
+
+_step_jit = jax.jit(step_terms, static_argnums=(6,))
 
 
 ROAD = _map(_road(-30, 60, 0.0, +1) + _road(-30, 60, 3.5, -1))

@@ -37,7 +37,7 @@ def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("head", ["tokens", "mixture"])
+@pytest.mark.parametrize("head", ["tokens", pytest.param("mixture", marks=pytest.mark.slow)])
 def test_shapes_over_batch_dims(head):
     cfg = BehaviourConfig(head=head, width=32, point_width=16)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(0))

@@ -132,6 +132,7 @@ def _truth(planner, plan, log, uids, horizon):
 # ------------------------------------------------------------------------- protocol and batching
 
 
+@pytest.mark.slow
 def test_registered_and_follow_the_protocol(sim_logs):
     obs = observe(reset(sim_logs[0], 20))
     assert len(BUILTIN) >= 8

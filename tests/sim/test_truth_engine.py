@@ -59,7 +59,10 @@ def run_truth(plan, log, t0, uids, planner, horizon, world=None):
     cfg = te.TruthConfig()
     state = te.reset(plan, log, t0, uids, None, cfg, world=world)
     final, trace = te.rollout(state, planner, planner.init(None), horizon, jax.random.key(1), cfg, TERMS)
-    return evaluate(state.sim, trace, horizon), trace, final
+    return EVALUATE(state.sim, trace, horizon), trace, final
+
+
+EVALUATE = jax.jit(evaluate, static_argnums=(2,))
 
 
 def test_deterministic_and_the_ego_is_where_the_engine_says(cruise):
