@@ -179,15 +179,7 @@ def main() -> int:
             params = planner.init(jax.random.key(0))
             state = wm_engine.reset(h, log, t0, ctx, key, cfg, behaviour)
             final, tr = wm_engine.rollout(h, state, planner, params, horizon, key, cfg, terms_fn)
-            trace = engine.Trace(
-                ego=tr.ego,
-                agents=tr.agents,
-                terms=tr.terms,
-                plan_nan=tr.plan_nan,
-                valid=tr.valid,
-                plan=tr.plan,
-                plan_age=tr.plan_age,
-            )
+            trace = tr.as_trace()
             scores = evaluate(state.base, trace, horizon, bench.metrics)
             # the last frame's views leave the program: the camera decoder cannot be dropped as dead code
             return scores.pdms, tr.ego.xy, jnp.sum(final.images, dtype=jnp.int32)

@@ -55,7 +55,6 @@ def run_sharded_wm(handle, planner, logs, t0, contexts, horizon: int, cfg=None, 
     t0 (N,), contexts: a `wm_engine.Context` of stacked arrays) sharded over the devices."""
     from drivesim.sim import wm_engine
     from drivesim.sim.closed_loop import wm_pdms_terms
-    from drivesim.sim.engine import Trace
 
     cfg = cfg or wm_engine.WMConfig()
     mesh = scenario_mesh(devices)
@@ -71,15 +70,7 @@ def run_sharded_wm(handle, planner, logs, t0, contexts, horizon: int, cfg=None, 
         _, tr = wm_engine.rollout(
             model, state, planner, planner.init(jax.random.key(seed)), horizon, key, cfg, terms_fn
         )
-        trace = Trace(
-            ego=tr.ego,
-            agents=tr.agents,
-            terms=tr.terms,
-            plan_nan=tr.plan_nan,
-            valid=tr.valid,
-            plan=tr.plan,
-            plan_age=tr.plan_age,
-        )
+        trace = tr.as_trace()
         return evaluate(state.base, trace, horizon, metrics)
 
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))

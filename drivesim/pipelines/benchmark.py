@@ -56,7 +56,7 @@ from drivesim.metrics import epdms
 from drivesim.metrics.pdms import MetricConfig
 from drivesim.sim import truth_engine, wm_engine
 from drivesim.sim.closed_loop import evaluate, pdms_terms, wm_pdms_terms
-from drivesim.sim.engine import SimConfig, Trace, reset, rollout, simulates_agents
+from drivesim.sim.engine import SimConfig, reset, rollout, simulates_agents
 from drivesim.sim.scenarios import TAGS, Scenario
 
 SCORE_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "cls", "ego_progress", "expert_progress",
@@ -177,15 +177,7 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
             # simulated agents: each future draws its own (from the same start)
             st = wm_engine.reset(handle, log, t0, context, k, cfg.wm, behaviour) if simulates_agents(cfg.sim) else state
             _, tr = wm_engine.rollout(handle, st, planner, params, cfg.horizon, k, cfg.wm, terms_fn)
-            trace = Trace(
-                ego=tr.ego,
-                agents=tr.agents,
-                terms=tr.terms,
-                plan_nan=tr.plan_nan,
-                valid=tr.valid,
-                plan=tr.plan,
-                plan_age=tr.plan_age,
-            )
+            trace = tr.as_trace()
             scores = evaluate(state.base, trace, cfg.horizon, cfg.metrics, human)
             nan_step = jnp.where(tr.plan_nan.any(), jnp.argmax(tr.plan_nan), -1)
             return scores, tr.ego.xy, nan_step

@@ -98,7 +98,6 @@ def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
     """jit of reset -> K sampled world-model rollouts (vmap over keys) -> scores (cached per
     planner and settings: a second counterfactual of the same shapes does not recompile)."""
     from drivesim.sim.closed_loop import evaluate, wm_pdms_terms
-    from drivesim.sim.engine import Trace
 
     terms_fn = wm_pdms_terms(metrics)
 
@@ -108,15 +107,7 @@ def _run_fn(planner, horizon: int, cfg: wm_engine.WMConfig, metrics):
             # each future draws its own simulated agents (learned / cv); other agents ignore the key
             state = wm_engine.reset(handle, log, t0, context, key, cfg, behaviour)
             _, tr = wm_engine.rollout(handle, state, planner, params, horizon, key, cfg, terms_fn)
-            trace = Trace(
-                ego=tr.ego,
-                agents=tr.agents,
-                terms=tr.terms,
-                plan_nan=tr.plan_nan,
-                valid=tr.valid,
-                plan=tr.plan,
-                plan_age=tr.plan_age,
-            )
+            trace = tr.as_trace()
             return evaluate(state.base, trace, horizon, metrics), tr
 
         return jax.vmap(one)(keys)

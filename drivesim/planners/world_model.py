@@ -752,17 +752,8 @@ def reference_rollout(
       (Scores of () scalars, the rollout's WMTrace).
     """
     from drivesim.sim.closed_loop import evaluate, pdms_terms
-    from drivesim.sim.engine import Trace
 
     terms = pdms_terms(metrics)
     _, tr = wm_engine.rollout(handle, state, planner, params, horizon, rng, cfg, lambda s, prev: terms(s.base, prev))
-    trace = Trace(
-        ego=tr.ego,
-        agents=tr.agents,
-        terms=tr.terms,
-        plan_nan=tr.plan_nan,
-        valid=tr.valid,
-        plan=tr.plan,
-        plan_age=tr.plan_age,
-    )
+    trace = tr.as_trace()
     return evaluate(state.base, trace, horizon, metrics), tr

@@ -38,7 +38,7 @@ from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
-from drivesim.sim.engine import SimConfig, SimState, _advance, first_plan_row, resample_agents
+from drivesim.sim.engine import SimConfig, SimState, Trace, _advance, first_plan_row, resample_agents
 from drivesim.sim.engine import observe as reference_observe
 from drivesim.sim.engine import reset as reference_reset
 
@@ -199,6 +199,11 @@ class WMTrace:
     images: jnp.ndarray | None = None
     plan: Trajectory | None = None
     plan_age: jnp.ndarray | None = None
+
+    def as_trace(self) -> Trace:
+        """The rollout as the reference engine's `Trace` (what `closed_loop.evaluate` scores)."""
+        return Trace(ego=self.ego, agents=self.agents, terms=self.terms, plan_nan=self.plan_nan, valid=self.valid,
+                     plan=self.plan, plan_age=self.plan_age)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ grid geometry
