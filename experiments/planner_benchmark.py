@@ -3,8 +3,8 @@
     .venv/bin/drivesim bench --agents log      --out experiments/results/bench_log
     .venv/bin/drivesim bench --agents reactive --out experiments/results/bench_reactive
 
-(50 scenarios of 8 s from the 10 default scenes, every 2 s after 2 s of history; all six
-built-in planners; bootstrap 95% intervals over scenarios.) Shrink switch for a quick local run:
+(50 scenarios of 8 s from the 10 default scenes, every 2 s after 2 s of history; all ten
+built-in planners; PDMS and EPDMS; bootstrap 95% intervals over scenarios.) Shrink switch for a quick local run:
 `get_config(quick=True)` uses 12 scenarios and a 4 s horizon (`--scenarios 12 --horizon 4`).
 """
 
