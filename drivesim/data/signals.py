@@ -80,14 +80,8 @@ def log_signals(
     red = np.asarray(red, bool)
     T = red.shape[0]
     n = min(len(yaw), max_signals)
-    out = {
-        "centre": np.zeros((max_signals, 2), np.float32),
-        "yaw": np.zeros(max_signals, np.float32),
-        "size": np.zeros((max_signals, 2), np.float32),
-        "valid": np.zeros(max_signals, bool),
-        "red": np.zeros((T, max_signals), bool),
-        "known": np.ones((), bool),
-    }
+    out = Signals.empty(max_signals, T)
+    out["known"] = np.ones((), bool)
     out["centre"][:n] = np.asarray(centre, np.float64).reshape(-1, 2)[:n]
     out["yaw"][:n] = np.asarray(yaw, np.float64)[:n]
     out["size"][:n] = np.asarray(size, np.float64).reshape(-1, 2)[:n]
