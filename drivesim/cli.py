@@ -17,6 +17,11 @@ from drivesim.errors import DrivesimError
 from drivesim.pipelines.defaults import DEFAULT_VERSION
 
 
+CLUSTER_OPTIONS = ("distributed", "coordinator", "num_processes", "process_id", "init_timeout", "heartbeat_timeout")
+_CLUSTER_FLAGS = {"--distributed": False, "--coordinator": True, "--num-processes": True, "--process-id": True,
+                  "--init-timeout": True, "--heartbeat-timeout": True}  # fmt: skip
+
+
 def _kwargs(args, *drop: str) -> dict:
     """The parsed options as keyword arguments of a pipeline (without the verb's own fields)."""
     return {k: v for k, v in vars(args).items() if k not in ("func", "verb") + drop}
@@ -55,7 +60,7 @@ def cmd_cache(args) -> int:
 def cmd_bench(args) -> int:
     from drivesim.pipelines.bench import bench
 
-    bench(**_kwargs(args))
+    bench(**_kwargs(args, *CLUSTER_OPTIONS))
     return 0
 
 
@@ -100,6 +105,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_launch(args) -> int:
+    from drivesim.pipelines.launch import launch_local
+
+    argv = list(args.command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    return launch_local(args.local_processes, argv, args.devices_per_process, args.init_timeout,
+                        args.heartbeat_timeout)  # fmt: skip
+
+
 def cmd_demo(args) -> int:
     from drivesim.pipelines.demo import demo
 
@@ -130,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--camera-hz", type=int, default=12, help="camera rate; frames between keyframes are sweeps")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.set_defaults(func=cmd_synth)
+
+    def timeout_args(q):
+        q.add_argument("--init-timeout", type=int, default=60, help="seconds for every process to join")
+        q.add_argument("--heartbeat-timeout", type=int, default=10,
+                       help="seconds of silence before a process is declared dead and the run stopped")  # fmt: skip
+
+    def cluster_args(q):
+        g = q.add_argument_group("several processes (see docs/distributed.md; locally: drivesim launch)")
+        g.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run, detecting the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)")
+        g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (explicit set-up)")
+        g.add_argument("--num-processes", type=int, default=None, metavar="N")
+        g.add_argument("--process-id", type=int, default=None, metavar="I")
+        timeout_args(g)  # fmt: skip
 
     def data_args(q):
         q.add_argument("--dataroot", default=None, help="nuScenes dataroot (default: the embedded synthetic set)")
@@ -221,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "comfort). Both are always reported",
     )
     b.add_argument("--out", default="out/bench", help="output folder")
+    cluster_args(b)
     b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser(
@@ -234,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--base", default=None, help="a trained model file: keep its tokenizers and dynamics, train only the refiner"
     )
+    cluster_args(t)
     t.set_defaults(func=cmd_train)
 
     w = sub.add_parser("eval-wm", help="score a world model: forecasts vs baselines, controllability")
@@ -292,16 +323,66 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--seed", type=int, default=0)
     cf.set_defaults(func=cmd_counterfactual)
 
+    la = sub.add_parser(
+        "launch",
+        help="run a verb (train, bench) as N local processes of one JAX program",
+        description="Start N local processes of `drivesim VERB ARGS` joined by jax.distributed on a free port; "
+        "process 0 writes the outputs. Ctrl-C stops them all; when one fails the others are stopped.",
+    )
+    la.add_argument("--local-processes", type=int, required=True, help="how many processes")
+    la.add_argument(
+        "--devices-per-process", type=int, default=None, help="CPU: host devices per process (default: one)"
+    )
+    timeout_args(la)
+    la.add_argument("command", nargs=argparse.REMAINDER, help="-- VERB ARGS, e.g. -- bench --scenarios 64")
+    la.set_defaults(func=cmd_launch)
+
     d = sub.add_parser("demo", help="the main job on the embedded synthetic data")
     d.add_argument("--out", default="out/demo", help="report folder")
     d.set_defaults(func=cmd_demo)
     return p
 
 
+def _cluster(args):
+    """The `Cluster` of a verb's options (None for verbs that run on one process)."""
+    if not hasattr(args, "distributed"):
+        return None
+    from drivesim.distributed import Cluster
+
+    return Cluster(auto=args.distributed, coordinator=args.coordinator, num_processes=args.num_processes,
+                   process_id=args.process_id, init_timeout=args.init_timeout,
+                   heartbeat_timeout=args.heartbeat_timeout)  # fmt: skip
+
+
+def _without_cluster_flags(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in _CLUSTER_FLAGS:
+            skip = _CLUSTER_FLAGS[name] and "=" not in a
+            continue
+        out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    provenance.set_command(shlex.join(["drivesim"] + list(sys.argv[1:] if argv is None else argv)))
+    provenance.set_command(shlex.join(["drivesim"] + argv))
     try:
+        cluster = _cluster(args)
+        if cluster is not None:
+            from drivesim import distributed
+
+            if cluster.enabled:  # this process supervises its own drivesim, which joins the run
+                from drivesim.pipelines.launch import supervise_self
+
+                cluster.validate()
+                return supervise_self(cluster, _without_cluster_flags(argv), args.verb)
+            distributed.initialize(cluster)  # the supervised child: joins through $DRIVESIM_CLUSTER
         return args.func(args)
     except DrivesimError as e:
         print(f"drivesim {args.verb}: error: {e}", file=sys.stderr)

@@ -128,11 +128,15 @@ def bench(
     import jax
 
     from drivesim.pipelines.benchmark import BenchConfig, compared_config, run_benchmark
-    from drivesim.pipelines.scenario_set import load_contexts, load_scenario_set, require_synthetic, truth_scenes
+    from drivesim.pipelines.scenario_set import SceneContexts, load_scenario_set, require_synthetic, truth_scenes
     from drivesim.planners.base import check_planner
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
 
+    from drivesim import distributed
+
+    lead = distributed.lead()  # under several processes only process 0 prints and writes
+    quiet = quiet or not lead
     if score not in ("pdms", "epdms"):
         raise DrivesimError(f"--score {score}: use pdms or epdms")
     agents = resolve_agents(engine, layout, agents)
@@ -167,7 +171,6 @@ def bench(
     if compare is not None:
         compare_cfg = compared_config(cfg, compare, annotation_range if compare == "truth" else 60.0)
     out = Path(out)
-    con = console()
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
     chosen_scenarios = sset.scenarios
     first = chosen_scenarios[0]
@@ -194,12 +197,13 @@ def bench(
         ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         wm = load_world_model(ckpt)
         model = ModelHandle.of(wm)
-        with bar(quiet, "loading keyframes", len({s.scene for s in chosen_scenarios})) as tick:
-            contexts = load_contexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history, tick)
+        # read as the batches need them: each process reads only the scenarios it runs
+        contexts = SceneContexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history)
     scenes = truth_scenes(sset) if "truth" in (engine, compare) else None
     label = engine + (f" ({layout}, DAC from the {drivable}, {samples} futures)" if wm_cfg else "")
     who = "the world's own" if truth_cfg is not None else agents
     versus = f", compared with the {compare} engine" if compare else ""
+    con = console(quiet=not lead)
     con.print(f"benchmarking {len(chosen)} planners on {len(chosen_scenarios)} scenarios of {len(sset.names)} logs "
               f"({horizon:g} s each, {who} agents, {label} engine{versus})")  # fmt: skip
     total = len(chosen) * len(chosen_scenarios) * (2 if compare else 1)
@@ -208,7 +212,10 @@ def bench(
                                 progress=lambda m, name: [tick() for _ in range(m)],
                                 model=model, contexts=contexts, compare=compare_cfg, truth=scenes,
                                 behaviour=handle)  # fmt: skip
-    results["config"].update({"dataroot": str(root), "version": version})
+    results["config"].update({"dataroot": str(root), "version": version, "processes": jax.process_count(),
+                              "devices": jax.device_count()})  # fmt: skip
+    if not lead:
+        return results
     if handle is not None:
         results["config"]["behaviour"] = str(behaviour or DEFAULT_BEHAVIOUR)
     if ckpt is not None:

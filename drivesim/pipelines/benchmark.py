@@ -51,7 +51,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from drivesim import distributed
 from drivesim.data.loader import LoadConfig
+from drivesim.errors import ConfigError
 from drivesim.metrics import epdms
 from drivesim.metrics.pdms import MetricConfig
 from drivesim.sim import truth_engine, wm_engine
@@ -122,7 +127,8 @@ def _run_batch_fn(planner, cfg: BenchConfig):
     are hashable, so benchmarking a planner again reuses its compiled program)."""
     terms_fn = pdms_terms(cfg.metrics)
 
-    def one(log, t0, key, behaviour, human):
+    def one(log, t0, key_data, behaviour, human):
+        key = jax.random.wrap_key_data(key_data)
         params = planner.init(jax.random.key(cfg.seed))
         state = reset(log, t0, key, cfg.sim, behaviour)
         _, trace = rollout(state, planner, params, cfg.horizon, key, cfg.sim, terms_fn)
@@ -160,8 +166,53 @@ def human_filter_terms(logs, scenarios: list[Scenario], cfg: BenchConfig) -> dic
 def _human_rows(human: dict | None, rows: np.ndarray):
     """The human-filter terms of a batch's scenario rows (ones where the filter is off)."""
     if human is None:
-        return {k: jnp.ones((len(rows),), jnp.float32) for k in ("dac", "ddc", "tlc", "lk", "hc")}
-    return {k: jnp.asarray(v[rows]) for k, v in human.items()}
+        return {k: np.ones((len(rows),), np.float32) for k in ("dac", "ddc", "tlc", "lk", "hc")}
+    return {k: np.asarray(v)[rows] for k, v in human.items()}
+
+
+def scenario_keys(seed: int, rows) -> np.ndarray:
+    """(len(rows), 2) uint32: the raw PRNG key of each scenario row, `fold_in(key(seed), row)`
+    (raw, so that processes can assemble them into one global array)."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.asarray(rows, jnp.int32))
+    return np.asarray(jax.random.key_data(keys))
+
+
+def context_rows(contexts, rows):
+    """Rows of world-model contexts, a stacked `wm_engine.Context` of host arrays or a
+    `drivesim.pipelines.scenario_set.SceneContexts` (read on demand)."""
+    if hasattr(contexts, "take"):
+        return contexts.take(rows)
+    return jax.tree.map(lambda a: np.asarray(a)[rows], contexts)
+
+
+class _Placement:
+    """Where a benchmark batch lives: its scenario axis split over every device of every process
+    (one mesh, `drivesim.pipelines.batch.scenario_mesh`), this process supplying rows `mine`."""
+
+    def __init__(self, batch: int):
+        from drivesim.pipelines.batch import scenario_mesh
+
+        self.mesh = scenario_mesh()
+        if batch % self.mesh.size:
+            raise ConfigError(
+                f"--batch {batch} does not split over {self.mesh.size} devices ({jax.process_count()} processes); "
+                f"use a multiple of {self.mesh.size}"
+            )
+        self.batch = batch
+        self.mine = distributed.process_rows(batch)
+        self._rows = NamedSharding(self.mesh, P("scenarios"))
+        self._all = NamedSharding(self.mesh, P())
+
+    def shard(self, tree):
+        """This process's rows (leading axis) -> global arrays of `batch` rows."""
+        return jax.tree.map(
+            lambda a: jax.make_array_from_process_local_data(self._rows, np.asarray(a), (self.batch, *np.shape(a)[1:])),
+            tree,
+        )
+
+    def replicate(self, tree):
+        """The same host values on every process -> one copy on every device."""
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self._all, np.asarray(a)), tree)
 
 
 @functools.lru_cache(maxsize=32)
@@ -169,7 +220,8 @@ def _run_wm_batch_fn(planner, cfg: BenchConfig):
     """jit(vmap) of reset -> `samples` sampled rollouts -> evaluate under the world-model engine."""
     terms_fn = wm_pdms_terms(cfg.metrics, cfg.drivable)
 
-    def one(handle, log, t0, context, key, behaviour, human):
+    def one(handle, log, t0, context, key_data, behaviour, human):
+        key = jax.random.wrap_key_data(key_data)
         params = planner.init(jax.random.key(cfg.seed))
         state = wm_engine.reset(handle, log, t0, context, key, cfg.wm, behaviour)
 
@@ -218,6 +270,10 @@ def run_truth(
     Scenario i gets the key `fold_in(key(seed), i)`, as under the batched engines. Each scene's
     world is run once, up to each of its scenarios' starts in turn, and every planner starts from
     a copy of it. `progress(advance, name)` is called per scenario and planner.
+
+    Under several processes each runs one contiguous block of the scenarios (ordered by log and
+    start, so that a world is still reused) and every process gets all the scores back; the
+    progress counts the lead's block times the process count (the blocks are equal to within one).
     """
     terms_fn = pdms_terms(cfg.metrics)
     score_of = _evaluate_fn(cfg.horizon, cfg.metrics)
@@ -230,9 +286,16 @@ def run_truth(
     seconds = dict.fromkeys(planners, 0.0)
     first = dict.fromkeys(planners)
     params = {name: p.init(jax.random.key(cfg.seed)) for name, p in planners.items()}
+    order = sorted(range(n), key=lambda i: (scenarios[i].log_index, scenarios[i].t0, i))
+    processes = jax.process_count()
+    if n < processes:
+        raise ConfigError(f"{n} scenarios cannot keep {processes} processes busy; use fewer processes")
+    block = np.array_split(np.array(order), processes)[jax.process_index()]
+    mine = np.zeros(n, bool)
+    mine[block] = True
     by_log: dict[int, list[int]] = {}
-    for i, sc in enumerate(scenarios):
-        by_log.setdefault(sc.log_index, []).append(i)
+    for i in block:
+        by_log.setdefault(scenarios[i].log_index, []).append(int(i))
     t_world = 0.0
     for li, rows in sorted(by_log.items()):
         log = jax.tree.map(lambda a, li=li: np.asarray(a[li]), logs)
@@ -259,11 +322,14 @@ def run_truth(
                 seconds[name] += dt
                 first[name] = dt if first[name] is None else first[name]
                 if progress:
-                    progress(1, name)
+                    progress(processes, name)
             tic = time.perf_counter()
     final = {}
     for name in planners:
-        r = {k: np.stack(v) for k, v in res[name].items()}
+        filled = next(i for i in range(n) if mine[i])
+        r = {k: np.stack([x if mine[i] else np.zeros_like(v[filled]) for i, x in enumerate(v)])
+             for k, v in res[name].items()}  # fmt: skip
+        r = distributed.share(r, mine)
         r["pdms_worst"], r["epdms_worst"] = r["pdms"], r["epdms"]
         r["seconds"] = seconds[name]
         r["first_batch_seconds"] = first[name] or 0.0
@@ -307,6 +373,9 @@ def run_planner(
     if cfg.wm is not None and (model is None or contexts is None):
         raise ValueError("the world-model engine needs the model and the scenarios' contexts")
     fn = _run_batch_fn(planner, cfg) if cfg.wm is None else _run_wm_batch_fn(planner, cfg)
+    place = _Placement(cfg.batch)
+    behaviour = place.replicate(behaviour)
+    model = place.replicate(model) if cfg.wm is not None else None
     n = len(scenarios)
     out: dict[str, list] = {k: [] for k in SCORE_KEYS}
     out.update(ego_xy=[], route_ok=[], nan_step=[], pdms_worst=[], epdms_worst=[])
@@ -314,23 +383,30 @@ def run_planner(
     t0_run = time.perf_counter()
     for start in range(0, n, cfg.batch):
         chunk = scenarios[start : start + cfg.batch]
-        pad = cfg.batch - len(chunk)
-        chunk_p = chunk + [chunk[-1]] * pad  # a fixed batch shape: no recompiles
-        idx = np.array([s.log_index for s in chunk_p])
-        batch_logs = jax.tree.map(lambda a, i=idx: a[i], logs)
-        t0s = jnp.array([s.t0 for s in chunk_p], jnp.int32)
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(cfg.seed), i))(jnp.arange(start, start + cfg.batch))
-        rows = np.array([start + i if i < len(chunk) else start + len(chunk) - 1 for i in range(cfg.batch)])
-        h = _human_rows(human, rows)
+        # a fixed batch shape (no recompiles): the last scenario repeated; this process supplies
+        # its block of the batch's rows, and every process gets the whole batch's scores back
+        rows = np.array([start + min(i, len(chunk) - 1) for i in range(cfg.batch)])[place.mine]
+        idx = np.array([scenarios[r].log_index for r in rows])
+        args = {
+            "log": jax.tree.map(lambda a, i=idx: np.asarray(a)[i], logs),
+            "t0": np.array([scenarios[r].t0 for r in rows], np.int32),
+            "key": scenario_keys(cfg.seed, rows),
+            "human": {k: np.asarray(v) for k, v in _human_rows(human, rows).items()},
+        }
+        if cfg.wm is not None:
+            args["context"] = context_rows(contexts, rows)
+        a = place.shard(args)
         tic = time.perf_counter()
         if cfg.wm is None:
-            scores, ego_xy, route_ok, nan_step = jax.block_until_ready(fn(batch_logs, t0s, keys, behaviour, h))
+            result = fn(a["log"], a["t0"], a["key"], behaviour, a["human"])
+        else:
+            result = fn(model, a["log"], a["t0"], a["context"], a["key"], behaviour, a["human"])
+        result = distributed.gather(result)
+        if cfg.wm is None:
+            scores, ego_xy, route_ok, nan_step = result
             worst = (scores.pdms, scores.epdms)
         else:
-            ctx = jax.tree.map(lambda a, r=rows: a[r], contexts)
-            scores, ego_xy, route_ok, nan_step, worst = jax.block_until_ready(
-                fn(model, batch_logs, t0s, ctx, keys, behaviour, h)
-            )
+            scores, ego_xy, route_ok, nan_step, worst = result
         if t_compile is None:
             t_compile = time.perf_counter() - tic
         m = len(chunk)
@@ -507,7 +583,7 @@ def run_benchmark(
         raise ValueError("no scenario has a lane route near the ego at its start; nothing to benchmark")
     if contexts is not None:  # the contexts follow the kept scenarios
         rows = np.array([i for i, good in enumerate(ok) if good])
-        contexts = jax.tree.map(lambda a: np.asarray(a)[rows], contexts)
+        contexts = contexts.subset(rows) if hasattr(contexts, "subset") else context_rows(contexts, rows)
     out = {
         "schema": RESULTS_SCHEMA,
         "engine": cfg.engine,

@@ -27,13 +27,14 @@ def default_dataroot() -> Path:
     return Path(os.environ.get("DRIVESIM_DATA", REPO_DATA / "synthetic"))
 
 
-def console():
-    """A rich console at least 120 columns wide (tables stay readable in narrow terminals)."""
+def console(quiet: bool = False):
+    """A rich console at least 120 columns wide (tables stay readable in narrow terminals);
+    `quiet` prints nothing (the non-lead processes of a multi-process run)."""
     import shutil
 
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False, width=max(shutil.get_terminal_size((120, 40)).columns, 120))
+    return Console(stderr=False, highlight=False, quiet=quiet, width=max(shutil.get_terminal_size((120, 40)).columns, 120))
 
 
 def human_bytes(n: int) -> str:
@@ -48,7 +49,14 @@ def ensure_synthetic(dataroot: Path, version: str, quiet: bool = False) -> None:
     """Generate the default synthetic mini set at `dataroot` if it is not there."""
     if (dataroot / version / "scene.json").exists():
         return
+    import jax
+
+    from drivesim import distributed
     from drivesim.synth.dataset import SynthConfig, generate
+
+    if not distributed.lead():  # several processes: the lead writes it, the others wait
+        distributed.barrier("default data")
+        return
 
     con = console()
     con.print(f"[bold]building the synthetic mini set[/bold] at {dataroot} (one-off)")
@@ -57,6 +65,8 @@ def ensure_synthetic(dataroot: Path, version: str, quiet: bool = False) -> None:
         f"synthetic set: {report['scenes']} scenes, {report['images']} images, "
         f"{human_bytes(report['bytes'])}, built in {report['seconds']:.1f} s"
     )
+    if jax.process_count() > 1:
+        distributed.barrier("default data")
 
 
 def resolve_dataroot(dataroot, version: str, quiet: bool = False) -> Path:

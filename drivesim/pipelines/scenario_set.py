@@ -132,16 +132,17 @@ def truth_scenes(sset: ScenarioSet):
     return TruthScenes(plans=plans, uids=uids)
 
 
-def load_contexts(dataroot, version: str, scenarios, frame_size: tuple[int, int], history: int, progress=None):
+def load_contexts(dataroot, version: str, scenarios, frame_size: tuple[int, int], history: int, progress=None,
+                  scenes: dict | None = None):  # fmt: skip
     """The world model's history of each scenario (`drivesim.sim.scenarios.Scenario`, t0 a
     keyframe step), from the dataroot's keyframes as the clip cache holds them. Returns a
     `wm_engine.Context` of stacked host arrays, one row per scenario. `progress()` is called per
-    scene loaded."""
+    scene loaded; `scenes` (scene name -> its arrays) keeps scenes read by an earlier call."""
     from drivesim.pipelines.forecast import scene_arrays
     from drivesim.sim.wm_engine import Context, WMConfig
 
     K = WMConfig.keyframe_steps
-    arrays, rows = {}, []
+    arrays, rows = ({} if scenes is None else scenes), []
     for sc in scenarios:
         if sc.t0 % K:
             raise DataError(f"{sc.scene} t0 = {sc.t0 / 10:g} s is not a keyframe (a multiple of 0.5 s)")
@@ -156,3 +157,40 @@ def load_contexts(dataroot, version: str, scenarios, frame_size: tuple[int, int]
         ctx = slice(k0 - history + 1, k0 + 1)
         rows.append((a["frames"][ctx], a["occupancy"][ctx], a["ego_motion"][k0 - history + 1 : k0]))
     return Context(*(np.stack(x) for x in zip(*rows, strict=True)))
+
+
+class SceneContexts:
+    """The world model's history of each scenario, read from the dataroot only for the rows asked
+    for (`take`), and kept once read: under several processes, each reads only its own rows.
+
+    The eager alternative, `load_contexts`, stacks every scenario's history up front; the engines
+    take either (`drivesim.pipelines.benchmark.context_rows`).
+    """
+
+    def __init__(self, dataroot, version: str, scenarios, frame_size: tuple[int, int], history: int):
+        self.dataroot, self.version, self.scenarios = dataroot, version, list(scenarios)
+        self.frame_size, self.history = frame_size, history
+        self._rows: dict[int, tuple] = {}
+        self._scenes: dict[str, dict] = {}  # the scenes of the last rows read (consecutive rows share scenes)
+
+    def __len__(self) -> int:
+        return len(self.scenarios)
+
+    def take(self, rows):
+        """A `wm_engine.Context` of stacked host arrays, one row per index of `rows`."""
+        import jax
+
+        missing = sorted({int(r) for r in rows} - self._rows.keys())
+        if missing:
+            wanted = [self.scenarios[r] for r in missing]
+            self._scenes = {k: v for k, v in self._scenes.items() if k in {sc.scene for sc in wanted}}
+            loaded = load_contexts(self.dataroot, self.version, wanted, self.frame_size, self.history,
+                                   scenes=self._scenes)  # fmt: skip
+            for j, r in enumerate(missing):
+                self._rows[r] = jax.tree.map(lambda a, j=j: np.asarray(a[j]), loaded)
+        return jax.tree.map(lambda *xs: np.stack(xs), *(self._rows[int(r)] for r in rows))
+
+    def subset(self, rows) -> SceneContexts:
+        """The contexts of scenarios `rows` (in that order), as a new set."""
+        return SceneContexts(self.dataroot, self.version, [self.scenarios[int(r)] for r in rows], self.frame_size,
+                             self.history)  # fmt: skip
