@@ -16,7 +16,6 @@ from drivesim import provenance
 from drivesim.errors import DrivesimError
 from drivesim.pipelines.defaults import DEFAULT_VERSION
 
-
 CLUSTER_OPTIONS = ("distributed", "coordinator", "num_processes", "process_id", "init_timeout", "heartbeat_timeout")
 _CLUSTER_FLAGS = {"--distributed": False, "--coordinator": True, "--num-processes": True, "--process-id": True,
                   "--init-timeout": True, "--heartbeat-timeout": True}  # fmt: skip
@@ -153,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cluster_args(q):
         g = q.add_argument_group("several processes (see docs/distributed.md; locally: drivesim launch)")
-        g.add_argument("--distributed", action="store_true",
-                       help="join a multi-process run, detecting the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)")
+        g.add_argument(
+            "--distributed",
+            action="store_true",
+            help="join a multi-process run, detecting the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)",
+        )
         g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (explicit set-up)")
         g.add_argument("--num-processes", type=int, default=None, metavar="N")
         g.add_argument("--process-id", type=int, default=None, metavar="I")

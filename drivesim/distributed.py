@@ -56,9 +56,13 @@ class Cluster:
         """Raise ConfigError naming the first inconsistent option; return self."""
         explicit = (self.coordinator, self.num_processes, self.process_id)
         if self.auto and any(x is not None for x in explicit):
-            raise ConfigError("--distributed detects the cluster itself: drop --coordinator/--num-processes/--process-id")
+            raise ConfigError(
+                "--distributed detects the cluster itself: drop --coordinator/--num-processes/--process-id"
+            )
         if not self.auto and any(x is not None for x in explicit) and None in explicit:
-            raise ConfigError("give all of --coordinator HOST:PORT, --num-processes N and --process-id I (or --distributed)")
+            raise ConfigError(
+                "give all of --coordinator HOST:PORT, --num-processes N and --process-id I (or --distributed)"
+            )
         if self.coordinator is not None:
             host, _, port = self.coordinator.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:

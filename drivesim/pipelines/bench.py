@@ -127,13 +127,12 @@ def bench(
     """
     import jax
 
+    from drivesim import distributed
     from drivesim.pipelines.benchmark import BenchConfig, compared_config, run_benchmark
     from drivesim.pipelines.scenario_set import SceneContexts, load_scenario_set, require_synthetic, truth_scenes
     from drivesim.planners.base import check_planner
     from drivesim.sim.engine import SimConfig, observe, reset
     from drivesim.viz import benchmark as report
-
-    from drivesim import distributed
 
     lead = distributed.lead()  # under several processes only process 0 prints and writes
     quiet = quiet or not lead

@@ -50,7 +50,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 

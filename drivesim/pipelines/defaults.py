@@ -34,7 +34,9 @@ def console(quiet: bool = False):
 
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False, quiet=quiet, width=max(shutil.get_terminal_size((120, 40)).columns, 120))
+    return Console(
+        stderr=False, highlight=False, quiet=quiet, width=max(shutil.get_terminal_size((120, 40)).columns, 120)
+    )
 
 
 def human_bytes(n: int) -> str:

@@ -168,7 +168,9 @@ def launch_local(processes: int, argv: list[str], devices: int | None = None, in
     if devices is not None and devices < 1:
         raise ConfigError(f"--devices-per-process {devices}: use at least 1")
     if not argv:
-        raise ConfigError("nothing to launch: write the verb after --, e.g. drivesim launch --local-processes 2 -- bench")
+        raise ConfigError(
+            "nothing to launch: write the verb after --, e.g. drivesim launch --local-processes 2 -- bench"
+        )
     if argv[0] not in VERBS_WITH_PROCESSES:
         raise ConfigError(f"drivesim {argv[0]} does not run on several processes; launch one of: "
                           f"{', '.join(VERBS_WITH_PROCESSES)}")  # fmt: skip
