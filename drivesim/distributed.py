@@ -120,8 +120,11 @@ def initialize(cluster: Cluster) -> bool:
     cluster.validate()
     if jax.distributed.is_initialized():
         return True
-    timeouts = dict(initialization_timeout=cluster.init_timeout, heartbeat_timeout_seconds=cluster.heartbeat_timeout,
-                    shutdown_timeout_seconds=max(60, 6 * cluster.heartbeat_timeout))  # fmt: skip
+    timeouts = dict(
+        initialization_timeout=cluster.init_timeout,
+        heartbeat_timeout_seconds=cluster.heartbeat_timeout,
+        shutdown_timeout_seconds=300,
+    )  # fmt: skip (the lead may still be writing figures)
     if cluster.auto:
         jax.distributed.initialize(**timeouts)
         return True

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "drivesim"
 LAYERS = {
     # shared utilities: no drivesim imports of their own
     "errors": 0, "atomic": 0, "progress": 0, "provenance": 0,
-    "data": 1,
+    "data": 1, "distributed": 1,  # distributed: joining processes (uses errors)
     "synth": 2, "metrics": 2, "train": 2, "viz": 2,
     "model": 3,
     "sim": 4,

@@ -153,12 +153,20 @@ def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
 
 
 def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> dict[str, np.ndarray]:
-    """Stacked scene arrays of every scene of `cfg` (simulated and cached on first use)."""
+    """Stacked scene arrays of every scene of `cfg` (simulated and cached on first use).
+
+    Under several processes the missing seeds are shared out (process i simulates every P-th one)
+    and every process then reads them all."""
+    import jax
+
+    from drivesim import distributed
     from drivesim.model.behaviour_task import stack_scenes
     from drivesim.synth.dataset import SynthConfig, scene_recipes
 
     Path(cfg.cache).mkdir(parents=True, exist_ok=True)
-    missing = [s for s in all_seeds(cfg) if not _seed_file(cfg, s).exists()]
+    every = [s for s in all_seeds(cfg) if not _seed_file(cfg, s).exists()]
+    missing = every[jax.process_index() :: jax.process_count()]
+    progress = progress and distributed.lead()
     if missing:
         jobs = [
             (r, stride, _kind(cfg, s))
@@ -182,6 +190,8 @@ def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> 
                     np.savez(tmp, **stack_scenes(part))
                     tmp.replace(path)
                     part, done = [], done + 1
+    if every:
+        distributed.barrier("traffic scenes")
     parts = []
     for s in all_seeds(cfg):
         with np.load(_seed_file(cfg, s)) as f:
@@ -222,6 +232,7 @@ def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, pro
     """Train the behaviour model of `exp` in `workdir`; returns the exported model file."""
     import time
 
+    from drivesim import distributed
     from drivesim.model.behaviour_file import save_behaviour
     from drivesim.model.behaviour_task import BehaviourTask
     from drivesim.train import load_model, train
@@ -232,7 +243,10 @@ def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, pro
     t_data = time.time() - t0
     task = BehaviourTask(data, exp.model, seed=exp.train.seed)
     train(task, exp.train, workdir / "behaviour", resume=resume, progress=progress)
-    model = load_model(task, workdir / "behaviour")
+    out = workdir / "behaviour.npz"
+    model = load_model(task, workdir / "behaviour")  # every process: Orbax reads collectively
+    if not distributed.lead():  # several processes: process 0 exports the model
+        return out
     record = {
         "training": {
             "scenes": int(data["valid"].shape[0]), "examples": int(len(task.items)),
@@ -240,4 +254,4 @@ def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, pro
             "data_seconds": round(t_data, 1), "total_seconds": round(time.time() - t0, 1),
         }
     }  # fmt: skip
-    return save_behaviour(model, workdir / "behaviour.npz", record)
+    return save_behaviour(model, out, record)

@@ -142,6 +142,11 @@ def bench(
     compare = compare_engine(engine, compare, compare_reference, agents)
     if samples < 1:
         raise DrivesimError(f"--samples {samples}: use at least 1")
+    if batch < 1 or batch % jax.device_count():
+        raise DrivesimError(
+            f"--batch {batch} does not split over the {jax.device_count()} devices of {jax.process_count()} "
+            f"process(es); use a multiple of {jax.device_count()}"
+        )
     chosen = load_planners(planners, planner_module)
     root = resolve_dataroot(dataroot, version, quiet)
     truth_cfg = None

@@ -76,7 +76,12 @@ def diagnose(index: int, returncode: int, tail: list[str], error_line: str | Non
         who = ", ".join(x for x in re.split(r"[,\s]+", m.group(1)) if x) if m else "a peer"
         beat = f" (no heartbeat for {cluster.heartbeat_timeout} s)" if cluster else ""
         return f"process {who} stopped responding{beat}; the run was stopped"
-    if "RegisterTask" in text and "DEADLINE_EXCEEDED" in text or "Barrier timed out" in text:
+    if "Id: Shutdown" in text and "Barrier timed out" in text:
+        return (
+            "a process did not reach the end within the shutdown timeout of the others (it hung or was much "
+            "slower); the run was stopped"
+        )
+    if ("RegisterTask" in text and "DEADLINE_EXCEEDED" in text) or "Barrier timed out" in text:
         wait = f" within {cluster.init_timeout} s" if cluster else ""
         return (
             f"not every process joined{wait}: a peer never started, or the processes disagree on "
@@ -100,13 +105,16 @@ def supervise(commands: list[list[str]], envs: list[dict], cluster: Cluster | No
     do not write). Stderr lines pass through, the others' prefixed with their index. When one
     process fails, the others are stopped (SIGTERM, then SIGKILL after `grace` s) and one line
     `<label>: error: ...` says why; the return code is then 2 for a user error, else 1. Ctrl-C is
-    forwarded to every process (130).
+    forwarded to every process (130), and those still running `grace` s later are killed.
     """
     children: list[_Child] = []
     interrupted = threading.Event()
 
+    stop_by = [None]  # after Ctrl-C, processes still running after `grace` s (deep in a compile) are killed
+
     def on_sigint(signum, frame):
         interrupted.set()
+        stop_by[0] = time.monotonic() + grace
         for c in children:
             c.signal(signal.SIGINT)
 
@@ -125,7 +133,10 @@ def supervise(commands: list[list[str]], envs: list[dict], cluster: Cluster | No
                     deadline = time.monotonic() + grace
             if all(rc is not None for rc in codes):
                 break
-            if failed is not None and time.monotonic() > deadline:
+            late = (failed is not None and time.monotonic() > deadline) or (
+                stop_by[0] is not None and time.monotonic() > stop_by[0]
+            )
+            if late:
                 for c in children:
                     c.signal(signal.SIGKILL)
             time.sleep(0.05)

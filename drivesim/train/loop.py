@@ -566,10 +566,11 @@ def load_model(
     """The task's model with the weights of checkpoint `step` (default: the newest) of `workdir`.
 
     Reads only the parameters and model variables (not the optimiser state), replicated over
-    `devices` (default: all). Raises DataError when there is no checkpoint, ConfigError when it was
-    trained with another model config. Call `model.eval()` for deterministic inference.
+    `devices` (default: this process's devices: under several processes each gets its own copy,
+    for computations of its own). Raises DataError when there is no checkpoint, ConfigError when it
+    was trained with another model config. Call `model.eval()` for deterministic inference.
     """
-    mesh = make_mesh(devices)
+    mesh = make_mesh(jax.local_devices() if devices is None else devices)
     repl = replicated(mesh)
     graphdef, params, model_state = _split(nnx.eval_shape(lambda: task.init_model(nnx.Rngs(0))))
     abstract = {

@@ -4,9 +4,9 @@ Data parallelism only: parameters and optimiser state are replicated on every de
 split along their leading (example) axis. Everything else in `drivesim.train` takes its shardings
 from here, so a model-parallel axis would be added in this one module.
 
-Multi-host runs are the same program on every host: set `DRIVESIM_DISTRIBUTED=1` and
-`jax.distributed.initialize()` is called (it reads the coordinator address and process ids from the
-cluster environment: SLURM, TPU pods, or the `JAX_COORDINATOR_ADDRESS` family of variables).
+Multi-process runs are the same program in every process, joined by `drivesim.distributed`
+(`drivesim train --distributed`, `--coordinator ...`, or `drivesim launch`); the mesh then spans
+every process's devices. `DRIVESIM_DISTRIBUTED=1` still asks `train` for cluster auto-detection.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ DISTRIBUTED_ENV = "DRIVESIM_DISTRIBUTED"
 
 
 def maybe_initialize_distributed() -> bool:
-    """Call `jax.distributed.initialize()` once, only when $DRIVESIM_DISTRIBUTED is "1".
-
-    Must run before anything touches a device. Returns whether the process is part of a multi-host
-    job. Single-host runs (the default) never start the distributed service.
+    """Join a detected cluster once, only when $DRIVESIM_DISTRIBUTED is "1" (the CLI's cluster
+    options do this before `train` runs). Returns whether the process is part of a multi-process
+    run. Single-process runs (the default) never start the distributed service.
     """
+    from drivesim.distributed import Cluster, initialize
+
     if os.environ.get(DISTRIBUTED_ENV, "0") != "1":
-        return False
-    if not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-    return True
+        return jax.distributed.is_initialized()
+    return initialize(Cluster(auto=True))
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
