@@ -156,8 +156,12 @@ def build_cache(
     workers: int = 2,
     scenes=None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
-    """Preprocess the scenes of a dataroot into a clip cache at `out` (resumable)."""
+    """Preprocess the scenes of a dataroot into a clip cache at `out` (resumable).
+
+    `shard=(i, n)`: cache only every n-th scene from the i-th, so that n processes fill one cache
+    together (each scene is written by one of them; the manifest lists what is done)."""
     from drivesim.data.dataroot import check_dataroot, open_nuscenes
     from drivesim.provenance import provenance
 
@@ -184,7 +188,7 @@ def build_cache(
     nusc = open_nuscenes(dataroot, version)
     names = [s["name"] for s in nusc.scene] if scenes is None else list(scenes)
     done = {p.name for p in (out / "scenes").iterdir() if p.is_dir() and not p.name.startswith(".")}
-    todo = [n for n in names if n not in done]
+    todo = [n for n in names[shard[0] :: shard[1]] if n not in done]
     _write_manifest(out, want, names, done)
     if todo:
         _WORKER["nusc"] = nusc
@@ -230,7 +234,7 @@ def _keyframes(out: Path, scene: str) -> int:
 def _write_manifest(out: Path, want: dict, names, done) -> None:
     data = dict(want)
     data["scenes"] = {n: _keyframes(out, n) for n in names if n in done}
-    tmp = out / ".manifest.json.tmp"
+    tmp = out / f".manifest.json.tmp-{os.getpid()}"  # several processes may write it at once
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
     tmp.replace(out / "manifest.json")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from drivesim import distributed
 from drivesim.atomic import write_json
 from drivesim.errors import ConfigError
 from drivesim.model.config import WorldModelConfig
@@ -69,18 +70,30 @@ class Experiment:
 
 def ensure_training_data(data: TrainingData, frame_size=(64, 36), progress: bool = True) -> Path:
     """The clip cache of the training set (frames at `frame_size`), generating the set and the cache
-    if needed."""
+    if needed. Under several processes process 0 writes the set, then each caches its share of the
+    scenes (`drivesim.data.cache.build_cache(shard=...)`)."""
     from drivesim.data.cache import CacheConfig, build_cache
     from drivesim.synth.dataset import SynthConfig, generate
 
     cache = Path(data.cache)
     root = Path(data.dataroot)
+    lead = distributed.lead()
     if not (root / data.version / "scene.json").exists():
-        generate(
-            SynthConfig(scenes=data.scenes, seconds=data.seconds, seed=data.seed, version=data.version, camera_hz=2),
-            root, overwrite=True, progress=progress,
-        )  # fmt: skip
-    build_cache(root, data.version, cache, CacheConfig(image_size=tuple(frame_size)), workers=2, progress=progress)
+        if lead:
+            generate(
+                SynthConfig(scenes=data.scenes, seconds=data.seconds, seed=data.seed, version=data.version,
+                            camera_hz=2),
+                root, overwrite=True, progress=progress,
+            )  # fmt: skip
+        distributed.barrier("training set")
+    cfg = CacheConfig(image_size=tuple(frame_size))
+    shard = (jax.process_index(), jax.process_count())
+    build_cache(root, data.version, cache, cfg, workers=2, progress=progress and lead, shard=shard)
+    if shard[1] > 1:
+        distributed.barrier("training cache")
+        if lead:  # every scene is cached now: this only writes the whole manifest
+            build_cache(root, data.version, cache, cfg, workers=1, progress=False)
+        distributed.barrier("training cache manifest")
     return cache
 
 
@@ -102,11 +115,15 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, b
                 f"{workdir} already holds a training run; pass --resume to continue it or use another --workdir"
             )
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "experiment.json", {**_jsonable(dataclasses.asdict(exp)), "provenance": provenance()})
+    if distributed.lead():
+        write_json(workdir / "experiment.json", {**_jsonable(dataclasses.asdict(exp)), "provenance": provenance()})
     cache = ensure_training_data(exp.data, exp.model.frame_size, progress)
     if base is not None:
+        refined = _refine_base(exp, Path(base), cache, workdir, resume, progress)
+        if not distributed.lead():
+            return workdir / "world_model.npz"
         return save_world_model(
-            _refine_base(exp, Path(base), cache, workdir, resume, progress), workdir / "world_model.npz",
+            refined, workdir / "world_model.npz",
             training_record(exp, Path(base)),
         )  # fmt: skip
     tok_task = TokenizerTask(str(cache), exp.model, seed=exp.tokenizer.seed)
@@ -124,6 +141,8 @@ def run(exp: Experiment, workdir, resume: bool = False, progress: bool = True, b
     if exp.model.occ_refine:
         model = train_refiner(exp, model, cache, workdir / "refiner", resume, progress)
         model = calibrate_model(exp, model, workdir / "calibration.json", progress)
+    if not distributed.lead():  # several processes: each computed the same model, process 0 exports it
+        return workdir / "world_model.npz"
     return save_world_model(model, workdir / "world_model.npz", training_record(exp))
 
 
@@ -182,7 +201,8 @@ def calibrate_model(exp: Experiment, model: WorldModel, record: Path, progress: 
     report["refiner_fingerprint"] = fingerprint
     report["validation"] = str(cache)
     report["provenance"] = provenance(dataroot=exp.calibration.dataroot, version=exp.calibration.version)
-    write_json(record, report)
+    if distributed.lead():
+        write_json(record, report)
     return model
 
 
@@ -203,7 +223,8 @@ def train_refiner(exp: Experiment, model: WorldModel, cache: Path, workdir: Path
             with bar(not progress, "predicting training futures", total) as tick:
                 predicted = PredictedLatents(data, model, exp.model, max_clips=exp.refiner_clips, progress=tick)
             workdir.mkdir(parents=True, exist_ok=True)
-            predicted.save(saved)
+            if distributed.lead():
+                predicted.save(saved)
         task = RefinerTask(model, data, predicted, exp.model, seed=exp.refiner.seed)
         train(task, exp.refiner, workdir, resume=resume or workdir.exists(), progress=progress)
     else:

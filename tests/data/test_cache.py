@@ -101,3 +101,20 @@ def test_loader_errors(tmp_path, cache):
     out, _ = cache
     with pytest.raises(ConfigError, match="unknown cache fields"):
         ClipLoader(out, batch_size=2, fields=("pixels",))
+
+
+def test_shards_fill_one_cache_together(cache, tiny_dataroot, tiny_config, tmp_path):
+    out, _ = cache
+    shared = tmp_path / "shared"
+    parts = [build_cache(tiny_dataroot, tiny_config.version, shared, CFG, workers=1, progress=False, shard=(i, 2))
+             for i in range(2)]  # fmt: skip (as two processes would, one after the other here)
+    names = sorted(p.name for p in (out / "scenes").iterdir())
+    assert sorted(p.name for p in (shared / "scenes").iterdir()) == names
+    assert [p["scenes"] - p["skipped"] for p in parts] == [2, 1]  # scenes 1, 3 and scene 2
+    whole = build_cache(tiny_dataroot, tiny_config.version, shared, CFG, workers=1, progress=False)
+    assert whole["skipped"] == len(names) and whole["clips"] == cache[1]["clips"]
+    assert json.loads((shared / "manifest.json").read_text())["scenes"] == json.loads(
+        (out / "manifest.json").read_text()
+    )["scenes"]
+    for n in names:
+        assert np.array_equal(np.load(shared / "scenes" / n / "occupancy.npy"), np.load(out / "scenes" / n / "occupancy.npy"))
