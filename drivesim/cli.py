@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-width", type=int, default=160, help="camera image width (16:9)")
     s.add_argument("--camera-hz", type=int, default=12, help="camera rate; frames between keyframes are sweeps")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument("--workers", type=int, default=1, help="scenes made in parallel by this many processes")
     s.set_defaults(func=cmd_synth)
 
     def timeout_args(q):

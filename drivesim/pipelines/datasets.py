@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drivesim.errors import DrivesimError
+from drivesim.errors import ConfigError, DrivesimError
 from drivesim.pipelines.defaults import console, human_bytes, resolve_dataroot
 from drivesim.progress import bar
 
 
 def synth(out, scenes=10, seconds=20.0, seed=0, version="v1.0-mini", image_width=160, camera_hz=12,
-          overwrite=False, quiet=False) -> dict:  # fmt: skip
+          overwrite=False, quiet=False, workers=1) -> dict:  # fmt: skip
     """Write a synthetic nuScenes-format dataroot at `out`; returns the writer's report."""
     from drivesim.synth.dataset import SynthConfig, generate
 
     cfg = SynthConfig(scenes=scenes, seconds=seconds, seed=seed, version=version, image_width=image_width,
                       camera_hz=camera_hz)  # fmt: skip
-    report = generate(cfg, Path(out), overwrite=overwrite, progress=not quiet)
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: use at least 1")
+    report = generate(cfg, Path(out), overwrite=overwrite, progress=not quiet, workers=workers)
     console().print(
         f"wrote {report['scenes']} scenes, {report['images']} camera images to {report['dataroot']} "
         f"({cfg.version}): {human_bytes(report['bytes'])} on disk, in {report['seconds']:.1f} s"

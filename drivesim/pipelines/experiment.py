@@ -83,7 +83,7 @@ def ensure_training_data(data: TrainingData, frame_size=(64, 36), progress: bool
             generate(
                 SynthConfig(scenes=data.scenes, seconds=data.seconds, seed=data.seed, version=data.version,
                             camera_hz=2),
-                root, overwrite=True, progress=progress,
+                root, overwrite=True, progress=progress, workers=2,
             )  # fmt: skip
         distributed.barrier("training set")
     cfg = CacheConfig(image_size=tuple(frame_size))

@@ -138,8 +138,11 @@ def load_recipes(dataroot: Path) -> list[SceneRecipe]:
     return [SceneRecipe(**s) for s in data["scenes"]]
 
 
-def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> dict:
-    """Write a synthetic dataroot to `out`; returns a report (sizes, counts, timings)."""
+def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True, workers: int = 1) -> dict:
+    """Write a synthetic dataroot to `out`; returns a report (sizes, counts, timings).
+
+    `workers` > 1 makes the scenes in that many processes (a trainval-sized set: 850 scenes); the
+    dataroot is the same, file for file, as a serial run's."""
     from drivesim.provenance import provenance
     from drivesim.synth import camera_frames  # jax is imported only when rendering
     from drivesim.synth.rig import nuscenes_rig
@@ -163,40 +166,24 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
         n_images = 0
         signals: dict[str, dict] = {}  # scene token -> its traffic lights
         (tmp / "maps").mkdir()
-        with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        jobs = [(tmp, cfg, i, recipe) for i, recipe in enumerate(recipes)]
+        with _progress(progress) as bar, concurrent.futures.ThreadPoolExecutor(2) as pool, _scene_pool(workers) as run:
             task = bar.add_task("synth", total=len(recipes)) if bar else None
-            pending, map_jobs = [], {}
-            for i, recipe in enumerate(recipes):
-                if recipe.location not in map_jobs:  # written in the background while rendering
+            map_jobs = {}
+            for recipe in recipes:  # written in the background while the scenes are made
+                if recipe.location not in map_jobs:
                     smap = synth_map(recipe.location, recipe.map_seed)
                     map_jobs[recipe.location] = pool.submit(writer.write_map_files, smap, camera_frames.map_mask(smap))
-                t0 = time.perf_counter()
-                record = simulate(plan_for(recipe))
-                timings["simulate"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                frames = writer.add_scene(
-                    i, recipe.name, _describe(recipe, record), record, rig, recipe.start_us, cfg.camera_hz,
-                    cfg.annotation_range,
-                )  # fmt: skip
-                signals[writer.tables["scene"][-1]["token"]] = scene_entry(record)
-                timings["tables"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                images = camera_frames.render_scene(record, rig, [f.time for f in frames], [f.channel for f in frames])
-                timings["render"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                for done in pending:
-                    done.result()
-                pending = [
-                    pool.submit(_write_jpegs, tmp, frames[j::2], images[j::2], cfg.jpeg_quality) for j in range(2)
-                ]
-                timings["encode"] += time.perf_counter() - t0
-                n_images += len(frames)
+            for recipe, scene in zip(recipes, run(_make_scene, jobs), strict=True):  # in scene order
+                for name, rows in scene["tables"].items():
+                    writer.tables[name].extend(rows)
+                writer.map_logs.setdefault(recipe.location, []).append(scene["log_token"])
+                signals[scene["scene_token"]] = scene["signals"]
+                for k, v in scene["timings"].items():
+                    timings[k] += v
+                n_images += scene["images"]
                 if bar:
                     bar.update(task, advance=1, description=f"synth {recipe.name} ({recipe.scenario})")
-            t0 = time.perf_counter()
-            for done in pending:
-                done.result()
-            timings["encode"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             for loc, job in sorted(map_jobs.items()):
                 job.result()
@@ -231,6 +218,80 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
         "seconds": time.perf_counter() - t_start,
         "timings": timings,
     }
+
+
+_SCENE_TABLES = (
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "ego_pose",
+    "calibrated_sensor",
+    "sample_annotation",
+    "instance",
+)  # fmt: skip (the tables whose rows belong to one scene)
+
+
+def _make_scene(job) -> dict:
+    """Simulate, tabulate, render and write one scene into the temporary dataroot `tmp`; returns
+    its table rows (in the writer's order), tokens, traffic lights, image count and timings. Runs in
+    a worker process under `generate(workers=N)`: scenes are independent and tokens deterministic,
+    so the merged tables are those of a serial run."""
+    from drivesim.synth import camera_frames
+    from drivesim.synth.rig import nuscenes_rig
+    from drivesim.synth.writer import NuScenesWriter
+
+    tmp, cfg, i, recipe = job
+    rig = nuscenes_rig(cfg.image_width)
+    writer = NuScenesWriter(tmp, cfg.version)
+    timings = {}
+    t0 = time.perf_counter()
+    record = simulate(plan_for(recipe))
+    timings["simulate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = writer.add_scene(
+        i, recipe.name, _describe(recipe, record), record, rig, recipe.start_us, cfg.camera_hz, cfg.annotation_range
+    )
+    timings["tables"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    images = camera_frames.render_scene(record, rig, [f.time for f in frames], [f.channel for f in frames])
+    timings["render"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # PIL releases the GIL while encoding
+        list(pool.map(lambda j: _write_jpegs(tmp, frames[j::2], images[j::2], cfg.jpeg_quality), range(2)))
+    timings["encode"] = time.perf_counter() - t0
+    scene = writer.tables["scene"][-1]
+    return {
+        "tables": {name: writer.tables[name] for name in _SCENE_TABLES},
+        "log_token": scene["log_token"],
+        "scene_token": scene["token"],
+        "signals": scene_entry(record),
+        "images": len(frames),
+        "timings": timings,
+    }
+
+
+class _scene_pool:  # noqa: N801 (used like a function)
+    """`with _scene_pool(workers) as run: run(fn, jobs)` yields fn(job) in job order: in this
+    process for one worker, else in `workers` spawned processes."""
+
+    def __init__(self, workers: int):
+        self.workers, self.pool = workers, None
+
+    def __enter__(self):
+        if self.workers <= 1:
+            return lambda fn, jobs: map(fn, jobs)
+        import multiprocessing
+
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+        return lambda fn, jobs: self.pool.map(fn, jobs)
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        return False
 
 
 def _describe(recipe: SceneRecipe, record: SceneRecord) -> str:

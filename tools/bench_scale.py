@@ -1,0 +1,170 @@
+"""Scaling over processes: `drivesim bench` scenario throughput and a training step, on 1 process
+and on 2 processes (one device each), started with `drivesim launch`, plus a CPU-bound control that
+shows what this machine itself allows.
+
+    .venv/bin/python tools/bench_scale.py            # kinematic and truth engines, training, control
+    .venv/bin/python tools/bench_scale.py --quick    # fewer scenarios and steps
+
+- bench: every scenario of the embedded synthetic set (4 s each, IDM planner, batch 16), timed by
+  the benchmark itself; throughput = scenarios after the first batch / time after the first batch
+  (the first batch holds the compilation). The truth engine re-simulates on the host (no batches):
+  scenarios / total time.
+- train: the shipped behaviour model's architecture on the traffic data of
+  `experiments/behaviour_small.py --quick` (one seed, 8 scenes), global batch 32; the median
+  seconds per step over the logged intervals after the first (compilation is outside them).
+- control: a pure-Python loop of fixed total work, split over 1 or 2 processes: the ceiling the
+  machine gives to two processes whatever drivesim does.
+
+Every setting runs `--repeats` times (default 3), interleaved; the table gives medians and the
+ratios of medians. Writes experiments/results/bench_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXPERIMENT = """
+    import dataclasses
+    from drivesim.pipelines.behaviour import BehaviourExperiment, TrafficData
+    from drivesim.model.behaviour import BehaviourConfig
+    from drivesim.train import TrainConfig
+
+    def get_config(quick=False):
+        return BehaviourExperiment(
+            model=BehaviourConfig(),
+            data=TrafficData(seeds=(100,), scenes_per_seed=8, cache={cache!r}),
+            train=TrainConfig(steps={steps}, batch_size=32, learning_rate=1e-3, warmup_steps=5, log_every=5,
+                              checkpoint_every=10000),
+        )
+"""
+
+CONTROL = "import sys\nn = int(sys.argv[1])\ns = 0\nfor i in range(n):\n    s += i * i % 7\n"
+
+
+def drivesim(argv: list[str], processes: int) -> None:
+    cmd = [sys.executable, "-m", "drivesim.cli"]
+    if processes > 1:
+        cmd += ["launch", "--local-processes", str(processes), "--devices-per-process", "1", "--"]
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=1"])
+    p = subprocess.run(cmd + argv, env=env, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode:
+        raise SystemExit(
+            f"bench_scale: {' '.join(argv[:1])} on {processes} process(es) failed: {p.stderr.strip()[-600:]}"
+        )
+
+
+def bench_throughput(engine: str, processes: int, scenarios: int | None, out: Path) -> float:
+    """Scenarios per second of `drivesim bench --engine engine` on `processes` processes."""
+    argv = ["bench", "--quiet", "--planners", "idm", "--horizon", "4", "--batch", "16", "--engine", engine,
+            "--out", str(out)]  # fmt: skip
+    if scenarios:
+        argv += ["--scenarios", str(scenarios)]
+    drivesim(argv, processes)
+    res = json.loads((out / "results.json").read_text())
+    n = res["config"]["scenarios"]
+    t = res["timing"]["idm"]
+    if engine == "truth":
+        return n / t["seconds"]
+    batches = -(-n // 16)
+    steady = (batches - 1) * 16 if n % 16 == 0 else (batches - 2) * 16 + n % 16
+    return steady / (t["seconds"] - t["first_batch_seconds"])
+
+
+def train_step_seconds(processes: int, steps: int, workdir: Path, config: Path) -> float:
+    drivesim(["train", "--quiet", "--config", str(config), "--workdir", str(workdir)], processes)
+    logs = [json.loads(x) for x in (workdir / "behaviour" / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["seconds_per_step"] for r in logs[1:])
+
+
+def control_seconds(processes: int, work: int) -> float:
+    tic = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", CONTROL, str(work // processes)]) for _ in range(processes)]
+    for p in procs:
+        p.wait()
+    return time.perf_counter() - tic
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="48 scenarios, 20 training steps, 2 repeats")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_scale.json"))
+    args = ap.parse_args()
+    repeats = args.repeats or (2 if args.quick else 3)
+    scenarios = 48 if args.quick else None
+    steps = 20 if args.quick else 40
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from drivesim.atomic import write_json
+    from drivesim.provenance import machine, provenance
+
+    con = Console(width=120)
+    runs: dict[str, dict[int, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config = tmp / "behaviour_scale.py"
+        cache = str(ROOT / "data" / "train" / "behaviour_quick")
+        config.write_text(textwrap.dedent(EXPERIMENT).format(cache=cache, steps=steps))
+        con.print("warming up (the default data, the traffic cache, the compiled programs' imports) ...")
+        drivesim(["bench", "--quiet", "--planners", "idm", "--horizon", "4", "--scenarios", "16", "--out",
+                  str(tmp / "warm")], 1)  # fmt: skip
+        train_step_seconds(1, 5, tmp / "warm_train", config)
+        for r in range(repeats):
+            for processes in (1, 2):
+                con.print(f"repeat {r + 1}/{repeats}, {processes} process(es) ...")
+                for engine in ("kinematic", "truth"):
+                    out = tmp / f"{engine}_{processes}_{r}"
+                    runs.setdefault(f"bench {engine} (scenarios/s)", {}).setdefault(processes, []).append(
+                        bench_throughput(engine, processes, scenarios, out)
+                    )
+                rate = 32 / train_step_seconds(processes, steps, tmp / f"train_{processes}_{r}", config)
+                runs.setdefault("train (examples/s)", {}).setdefault(processes, []).append(rate)
+                secs = control_seconds(processes, 60_000_000)
+                runs.setdefault("control (1/s)", {}).setdefault(processes, []).append(1.0 / secs)
+    table = Table(title=f"throughput on 1 and 2 processes (1 device each), median of {repeats}")
+    for col in ("workload", "1 process", "2 processes", "speed-up"):
+        table.add_column(col, justify="right" if col != "workload" else "left")
+    rows = {}
+    for name, by in runs.items():
+        one, two = statistics.median(by[1]), statistics.median(by[2])
+        rows[name] = {"1": one, "2": two, "speedup": two / one, "runs": {str(k): v for k, v in by.items()}}
+        table.add_row(name, f"{one:.3g}", f"{two:.3g}", f"{two / one:.2f}x")
+    con.print(table)
+    load = os.getloadavg()
+    result = {
+        "workloads": rows,
+        "repeats": repeats,
+        "settings": {
+            "scenarios": scenarios or "all",
+            "horizon_s": 4,
+            "batch": 16,
+            "train_steps": steps,
+            "train_batch": 32,
+            "devices_per_process": 1,
+        },  # fmt: skip
+        "load_average": list(load),
+        "machine": machine(),
+        "provenance": provenance(),
+    }
+    con.print(f"saved {write_json(args.out, result)} (load average {load[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
