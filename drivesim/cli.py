@@ -111,7 +111,7 @@ def cmd_launch(args) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     return launch_local(args.local_processes, argv, args.devices_per_process, args.init_timeout,
-                        args.heartbeat_timeout)  # fmt: skip
+                        args.heartbeat_timeout, args.pin_cpus)  # fmt: skip
 
 
 def cmd_demo(args) -> int:
@@ -336,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument(
         "--devices-per-process", type=int, default=None, help="CPU: host devices per process (default: one)"
     )
+    la.add_argument("--pin-cpus", action="store_true", help="give each process its own equal share of the CPU cores")
     timeout_args(la)
     la.add_argument("command", nargs=argparse.REMAINDER, help="-- VERB ARGS, e.g. -- bench --scenarios 64")
     la.set_defaults(func=cmd_launch)

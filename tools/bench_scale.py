@@ -5,15 +5,19 @@ shows what this machine itself allows.
     .venv/bin/python tools/bench_scale.py            # kinematic and truth engines, training, control
     .venv/bin/python tools/bench_scale.py --quick    # fewer scenarios and steps
 
-- bench: every scenario of the embedded synthetic set (4 s each, IDM planner, batch 16), timed by
-  the benchmark itself; throughput = scenarios after the first batch / time after the first batch
-  (the first batch holds the compilation). The truth engine re-simulates on the host (no batches):
-  scenarios / total time.
+- bench: the IDM planner on the scenarios of a 30-scene synthetic set written once to data/scale
+  (8 s each, batch 32: all 210 under the kinematic engine, 48 under the truth engine), timed by the
+  benchmark itself, after what compiles: throughput = scenarios after the first batch / time after
+  it (kinematic); scenarios after each process's first / time after it (truth, which re-simulates
+  on the host one scenario at a time).
 - train: the shipped behaviour model's architecture on the traffic data of
   `experiments/behaviour_small.py --quick` (one seed, 8 scenes), global batch 32; the median
   seconds per step over the logged intervals after the first (compilation is outside them).
 - control: a pure-Python loop of fixed total work, split over 1 or 2 processes: the ceiling the
   machine gives to two processes whatever drivesim does.
+- pinned: the kinematic bench again with each process held to one CPU core (`taskset`, `drivesim
+  launch --pin-cpus`): a single process's jitted batch already uses both cores of this machine,
+  so this row shows how the program scales when each process has a core of its own.
 
 Every setting runs `--repeats` times (default 3), interleaved; the table gives medians and the
 ratios of medians. Writes experiments/results/bench_scale.json.
@@ -53,10 +57,14 @@ EXPERIMENT = """
 CONTROL = "import sys\nn = int(sys.argv[1])\ns = 0\nfor i in range(n):\n    s += i * i % 7\n"
 
 
-def drivesim(argv: list[str], processes: int) -> None:
+def drivesim(argv: list[str], processes: int, pin: bool = False) -> None:
+    """`drivesim argv` on `processes` processes of one device each; `pin`: one CPU core each."""
     cmd = [sys.executable, "-m", "drivesim.cli"]
     if processes > 1:
-        cmd += ["launch", "--local-processes", str(processes), "--devices-per-process", "1", "--"]
+        cmd += ["launch", "--local-processes", str(processes), "--devices-per-process", "1"]
+        cmd += ["--pin-cpus", "--"] if pin else ["--"]
+    elif pin:
+        cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=1"])
@@ -67,21 +75,30 @@ def drivesim(argv: list[str], processes: int) -> None:
         )
 
 
-def bench_throughput(engine: str, processes: int, scenarios: int | None, out: Path) -> float:
-    """Scenarios per second of `drivesim bench --engine engine` on `processes` processes."""
-    argv = ["bench", "--quiet", "--planners", "idm", "--horizon", "4", "--batch", "16", "--engine", engine,
-            "--out", str(out)]  # fmt: skip
+BATCH = 32
+DATA = ROOT / "data" / "scale"  # 30 scenes of 20 s (small cameras): 210 scenarios of 8 s
+
+
+def ensure_data() -> None:
+    if not (DATA / "v1.0-mini" / "scene.json").exists():
+        drivesim(["synth", "--quiet", "--out", str(DATA), "--scenes", "30", "--seed", "7", "--image-width", "64",
+                  "--camera-hz", "4", "--workers", "2", "--overwrite"], 1)  # fmt: skip
+
+
+def bench_throughput(engine: str, processes: int, scenarios: int | None, out: Path, pin: bool = False) -> float:
+    """Scenarios per second of `drivesim bench --engine engine` on `processes` processes, after
+    the first batch (kinematic) or the first scenario of each process (truth), which compile."""
+    argv = ["bench", "--quiet", "--dataroot", str(DATA), "--planners", "idm", "--horizon", "8", "--batch",
+            str(BATCH), "--engine", engine, "--out", str(out)]  # fmt: skip
     if scenarios:
         argv += ["--scenarios", str(scenarios)]
-    drivesim(argv, processes)
+    drivesim(argv, processes, pin)
     res = json.loads((out / "results.json").read_text())
     n = res["config"]["scenarios"]
-    t = res["timing"]["idm"]
+    t = res["timing"]["idm"]  # process 0's clock: it waits for every batch (kinematic) or runs its block (truth)
     if engine == "truth":
-        return n / t["seconds"]
-    batches = -(-n // 16)
-    steady = (batches - 1) * 16 if n % 16 == 0 else (batches - 2) * 16 + n % 16
-    return steady / (t["seconds"] - t["first_batch_seconds"])
+        return (n - processes) / (t["seconds"] - t["first_batch_seconds"])
+    return (n - BATCH) / (t["seconds"] - t["first_batch_seconds"])
 
 
 def train_step_seconds(processes: int, steps: int, workdir: Path, config: Path) -> float:
@@ -100,12 +117,12 @@ def control_seconds(processes: int, work: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="48 scenarios, 20 training steps, 2 repeats")
+    ap.add_argument("--quick", action="store_true", help="96 and 24 scenarios, 20 training steps, 2 repeats")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_scale.json"))
     args = ap.parse_args()
     repeats = args.repeats or (2 if args.quick else 3)
-    scenarios = 48 if args.quick else None
+    scenarios = 96 if args.quick else None
     steps = 20 if args.quick else 40
 
     from rich.console import Console
@@ -122,17 +139,20 @@ def main() -> int:
         cache = str(ROOT / "data" / "train" / "behaviour_quick")
         config.write_text(textwrap.dedent(EXPERIMENT).format(cache=cache, steps=steps))
         con.print("warming up (the default data, the traffic cache, the compiled programs' imports) ...")
-        drivesim(["bench", "--quiet", "--planners", "idm", "--horizon", "4", "--scenarios", "16", "--out",
-                  str(tmp / "warm")], 1)  # fmt: skip
+        ensure_data()
         train_step_seconds(1, 5, tmp / "warm_train", config)
         for r in range(repeats):
             for processes in (1, 2):
                 con.print(f"repeat {r + 1}/{repeats}, {processes} process(es) ...")
-                for engine in ("kinematic", "truth"):
+                for engine, count in (("kinematic", scenarios), ("truth", 24 if args.quick else 48)):
                     out = tmp / f"{engine}_{processes}_{r}"
                     runs.setdefault(f"bench {engine} (scenarios/s)", {}).setdefault(processes, []).append(
-                        bench_throughput(engine, processes, scenarios, out)
+                        bench_throughput(engine, processes, count, out)
                     )
+                out = tmp / f"pinned_{processes}_{r}"
+                runs.setdefault("bench kinematic, 1 core per process (scenarios/s)", {}).setdefault(
+                    processes, []
+                ).append(bench_throughput("kinematic", processes, scenarios, out, pin=True))
                 rate = 32 / train_step_seconds(processes, steps, tmp / f"train_{processes}_{r}", config)
                 runs.setdefault("train (examples/s)", {}).setdefault(processes, []).append(rate)
                 secs = control_seconds(processes, 60_000_000)

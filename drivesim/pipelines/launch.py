@@ -35,13 +35,15 @@ VERBS_WITH_PROCESSES = ("train", "bench")
 class _Child:
     """One supervised process: its stderr read on a thread, its last lines kept."""
 
-    def __init__(self, index: int, cmd: list[str], env: dict, lead: bool, quiet_stdout: bool):
+    def __init__(self, index: int, cmd: list[str], env: dict, lead: bool, quiet_stdout: bool, cpus=None):
         self.index, self.lead = index, lead
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self.error_line: str | None = None
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.proc = subprocess.Popen(
             cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet_stdout else None,
             stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1, start_new_session=True,
+            preexec_fn=pin,
         )  # fmt: skip
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -98,13 +100,14 @@ def diagnose(index: int, returncode: int, tail: list[str], error_line: str | Non
 
 
 def supervise(commands: list[list[str]], envs: list[dict], cluster: Cluster | None = None,
-              label: str = "drivesim launch", grace: float = 3.0) -> int:  # fmt: skip
+              label: str = "drivesim launch", grace: float = 3.0, cpus: list | None = None) -> int:  # fmt: skip
     """Run the commands (process 0 first) until all end; 0 when all succeed.
 
     Process 0's stdout is the terminal's (progress bars, tables); the others' is discarded (they
     do not write). Stderr lines pass through, the others' prefixed with their index. When one
     process fails, the others are stopped (SIGTERM, then SIGKILL after `grace` s) and one line
-    `<label>: error: ...` says why; the return code is then 2 for a user error, else 1. Ctrl-C is
+    `<label>: error: ...` says why; the return code is then 2 for a user error, else 1. `cpus`:
+    the CPU cores of each process (None: all). Ctrl-C is
     forwarded to every process (130), and those still running `grace` s later are killed.
     """
     children: list[_Child] = []
@@ -121,7 +124,7 @@ def supervise(commands: list[list[str]], envs: list[dict], cluster: Cluster | No
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     try:
         for i, (cmd, env) in enumerate(zip(commands, envs, strict=True)):
-            children.append(_Child(i, cmd, env, lead=i == 0, quiet_stdout=i > 0))
+            children.append(_Child(i, cmd, env, lead=i == 0, quiet_stdout=i > 0, cpus=cpus[i] if cpus else None))
         failed = None
         while True:
             codes = [c.proc.poll() for c in children]
@@ -168,10 +171,22 @@ def _drivesim() -> list[str]:
     return [sys.executable, "-m", "drivesim.cli"]
 
 
+def core_sets(processes: int, cores: list[int]) -> list[list[int]]:
+    """Equal, disjoint sets of `cores` for each process (a ConfigError if there are too few)."""
+    from drivesim.errors import ConfigError
+
+    if len(cores) < processes:
+        raise ConfigError(f"--pin-cpus: {processes} processes need at least {processes} CPU cores, this machine "
+                          f"lets us use {len(cores)}")  # fmt: skip
+    k = len(cores) // processes
+    return [cores[i * k : (i + 1) * k] for i in range(processes)]
+
+
 def launch_local(processes: int, argv: list[str], devices: int | None = None, init_timeout: int = 60,
-                 heartbeat_timeout: int = 10) -> int:  # fmt: skip
+                 heartbeat_timeout: int = 10, pin_cpus: bool = False) -> int:  # fmt: skip
     """`drivesim launch --local-processes N -- <verb> <args>`: N processes of `drivesim <verb>
-    <args>` on this machine, joined through a coordinator on a free local port."""
+    <args>` on this machine, joined through a coordinator on a free local port. `pin_cpus` gives
+    each process its own equal share of the CPU cores (Linux)."""
     from drivesim.errors import ConfigError
 
     if processes < 1:
@@ -188,7 +203,9 @@ def launch_local(processes: int, argv: list[str], devices: int | None = None, in
     coordinator = f"127.0.0.1:{free_port()}"
     clusters = [Cluster(coordinator=coordinator, num_processes=processes, process_id=i, init_timeout=init_timeout,
                         heartbeat_timeout=heartbeat_timeout) for i in range(processes)]  # fmt: skip
-    return supervise([_drivesim() + argv] * processes, [_child_env(c, devices) for c in clusters], clusters[0])
+    cpus = core_sets(processes, sorted(os.sched_getaffinity(0))) if pin_cpus else None
+    return supervise([_drivesim() + argv] * processes, [_child_env(c, devices) for c in clusters], clusters[0],
+                     cpus=cpus)  # fmt: skip
 
 
 def supervise_self(cluster: Cluster, argv: list[str], verb: str) -> int:
