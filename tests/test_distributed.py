@@ -92,3 +92,12 @@ def test_cli_refuses_bad_cluster_options_in_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_pinned_processes_get_disjoint_equal_cores():
+    from drivesim.pipelines.launch import core_sets
+
+    assert core_sets(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3]]
+    assert core_sets(1, [3]) == [[3]]
+    with pytest.raises(ConfigError, match="at least 3 CPU cores"):
+        core_sets(3, [0, 1])
