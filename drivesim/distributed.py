@@ -157,16 +157,6 @@ def process_rows(batch: int, processes: int | None = None, index: int | None = N
     return slice(index * local, (index + 1) * local)
 
 
-def gather(tree):
-    """Host numpy copies of global arrays (every process gets the whole array). One process: a
-    device-to-host copy."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, jax.device_get(tree))
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
-
-
 def share(owned: dict[str, np.ndarray], mine: np.ndarray) -> dict[str, np.ndarray]:
     """Host results computed by different processes, combined on every process.
 

@@ -201,6 +201,7 @@ class _Placement:
         self.mine = distributed.process_rows(batch)
         self._rows = NamedSharding(self.mesh, P("scenarios"))
         self._all = NamedSharding(self.mesh, P())
+        self._collect = None
 
     def shard(self, tree):
         """This process's rows (leading axis) -> global arrays of `batch` rows."""
@@ -208,6 +209,41 @@ class _Placement:
             lambda a: jax.make_array_from_process_local_data(self._rows, np.asarray(a), (self.batch, *np.shape(a)[1:])),
             tree,
         )
+
+    def gather(self, tree):
+        """Host numpy copies of a batch's global results (leading axis: the batch), whole on every
+        process. The leaves travel packed into one float32 array, in one compiled all-gather: a
+        collective per leaf (`multihost_utils.process_allgather`) costs ~70 ms a batch on CPU."""
+        if jax.process_count() == 1:
+            return jax.tree.map(np.asarray, jax.device_get(tree))
+        leaves, treedef = jax.tree.flatten(tree)
+        if self._collect is None:
+
+            def pack(xs):  # bit-exact: int32 travels bitcast, bool as 0/1
+                cols = []
+                for x in xs:
+                    if x.dtype == jnp.bool_:
+                        x = x.astype(jnp.float32)
+                    elif x.dtype in (jnp.int32, jnp.uint32):
+                        x = jax.lax.bitcast_convert_type(x, jnp.float32)
+                    elif x.dtype != jnp.float32:
+                        raise TypeError(f"cannot gather {x.dtype} results; add it to _Placement.gather")
+                    cols.append(x.reshape(self.batch, -1))
+                return jnp.concatenate(cols, axis=1)
+
+            self._collect = jax.jit(pack, out_shardings=self._all)
+        packed = np.asarray(self._collect(leaves).addressable_data(0))
+        out, at = [], 0
+        for x in leaves:
+            width = int(np.prod(x.shape[1:], dtype=int))
+            col = packed[:, at : at + width]
+            at += width
+            if x.dtype == jnp.bool_:
+                col = col != 0
+            elif x.dtype in (jnp.int32, jnp.uint32):
+                col = np.ascontiguousarray(col).view(x.dtype)
+            out.append(col.reshape(x.shape))
+        return jax.tree.unflatten(treedef, out)
 
     def replicate(self, tree):
         """The same host values on every process -> one copy on every device."""
@@ -400,7 +436,7 @@ def run_planner(
             result = fn(a["log"], a["t0"], a["key"], behaviour, a["human"])
         else:
             result = fn(model, a["log"], a["t0"], a["context"], a["key"], behaviour, a["human"])
-        result = distributed.gather(result)
+        result = place.gather(result)
         if cfg.wm is None:
             scores, ego_xy, route_ok, nan_step = result
             worst = (scores.pdms, scores.epdms)
