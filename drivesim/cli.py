@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument(
         "--devices-per-process", type=int, default=None, help="CPU: host devices per process (default: one)"
     )
-    la.add_argument("--pin-cpus", action="store_true", help="give each process its own equal share of the CPU cores")
+    la.add_argument("--pin-cpus", action=argparse.BooleanOptionalAction, default=True,
+                    help="give each process its own equal share of the CPU cores (default; --no-pin-cpus: "
+                    "every process may use every core, and their thread pools contend)")  # fmt: skip
     timeout_args(la)
     la.add_argument("command", nargs=argparse.REMAINDER, help="-- VERB ARGS, e.g. -- bench --scenarios 64")
     la.set_defaults(func=cmd_launch)

@@ -126,7 +126,13 @@ def initialize(cluster: Cluster) -> bool:
         shutdown_timeout_seconds=300,
     )  # fmt: skip (the lead may still be writing figures)
     if cluster.auto:
-        jax.distributed.initialize(**timeouts)
+        try:
+            jax.distributed.initialize(**timeouts)
+        except ValueError as e:  # nothing detected: "coordinator_address should be defined"
+            raise ConfigError(
+                f"--distributed: no cluster detected here ({e}); run under SLURM, Open MPI, Kubernetes or a "
+                "Cloud TPU, or give --coordinator/--num-processes/--process-id (locally: drivesim launch)"
+            ) from None
         return True
     host, _, port = cluster.coordinator.rpartition(":")
     if cluster.process_id == 0 and not port_free(host, int(port)):

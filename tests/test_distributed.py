@@ -101,3 +101,16 @@ def test_pinned_processes_get_disjoint_equal_cores():
     assert core_sets(1, [3]) == [[3]]
     with pytest.raises(ConfigError, match="at least 3 CPU cores"):
         core_sets(3, [0, 1])
+
+
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "OMPI", "DRIVESIM_CLUSTER"))}
+    p = subprocess.run([sys.executable, "-m", "drivesim.cli", "bench", "--distributed", "--init-timeout", "5",
+                        "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 2
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("drivesim bench: error: --distributed: no cluster detected")

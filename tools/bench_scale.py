@@ -15,9 +15,10 @@ shows what this machine itself allows.
   seconds per step over the logged intervals after the first (compilation is outside them).
 - control: a pure-Python loop of fixed total work, split over 1 or 2 processes: the ceiling the
   machine gives to two processes whatever drivesim does.
-- pinned: the kinematic bench again with each process held to one CPU core (`taskset`, `drivesim
-  launch --pin-cpus`): a single process's jitted batch already uses both cores of this machine,
-  so this row shows how the program scales when each process has a core of its own.
+- The first rows let every process use every core (`drivesim launch --no-pin-cpus`); "1 core per
+  process" holds each to its own core (`taskset` for one process; `--pin-cpus`, the launcher's
+  default, for two). A single unpinned process's jitted batch already uses both cores of this
+  machine in part, so that row shows how the program scales when each process has a core.
 
 Every setting runs `--repeats` times (default 3), interleaved; the table gives medians and the
 ratios of medians. Writes experiments/results/bench_scale.json.
@@ -62,7 +63,7 @@ def drivesim(argv: list[str], processes: int, pin: bool = False) -> None:
     cmd = [sys.executable, "-m", "drivesim.cli"]
     if processes > 1:
         cmd += ["launch", "--local-processes", str(processes), "--devices-per-process", "1"]
-        cmd += ["--pin-cpus", "--"] if pin else ["--"]
+        cmd += ["--pin-cpus", "--"] if pin else ["--no-pin-cpus", "--"]
     elif pin:
         cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
     env = dict(os.environ)

@@ -154,8 +154,11 @@ def supervise(commands: list[list[str]], envs: list[dict], cluster: Cluster | No
     if failed is None:
         return 0
     rc = failed.proc.returncode
-    print(f"{label}: error: {diagnose(failed.index, rc, list(failed.tail), failed.error_line, cluster)}",
-          file=sys.stderr)  # fmt: skip
+    if len(children) == 1 and failed.error_line:  # its own one-line error says it all
+        print(failed.error_line, file=sys.stderr)
+    else:
+        print(f"{label}: error: {diagnose(failed.index, rc, list(failed.tail), failed.error_line, cluster)}",
+              file=sys.stderr)  # fmt: skip
     return 2 if rc == 2 else 1
 
 
@@ -183,7 +186,7 @@ def core_sets(processes: int, cores: list[int]) -> list[list[int]]:
 
 
 def launch_local(processes: int, argv: list[str], devices: int | None = None, init_timeout: int = 60,
-                 heartbeat_timeout: int = 10, pin_cpus: bool = False) -> int:  # fmt: skip
+                 heartbeat_timeout: int = 10, pin_cpus: bool = True) -> int:  # fmt: skip
     """`drivesim launch --local-processes N -- <verb> <args>`: N processes of `drivesim <verb>
     <args>` on this machine, joined through a coordinator on a free local port. `pin_cpus` gives
     each process its own equal share of the CPU cores (Linux)."""

@@ -78,7 +78,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
         rc, _, err = drivesim("bench", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                               "--process-id", "0", "--out", str(tmp_path / "b"))  # fmt: skip
     assert rc == 2
-    assert err.splitlines() == [f"drivesim bench: error: process 0: drivesim bench: error: --coordinator "
+    assert err.splitlines() == [f"drivesim bench: error: --coordinator "
                                 f"127.0.0.1:{port}: port {port} is already in use; pick another port "
                                 "(`drivesim launch` picks a free one)"]  # fmt: skip
 
