@@ -1,7 +1,7 @@
 """Model FLOPs utilisation of a training step, ready for the day a GPU or TPU is lent.
 
-    .venv/bin/python tools/bench_mfu.py                      # the behaviour model, batch 256, 30 steps
-    .venv/bin/python tools/bench_mfu.py --batch 1024 --width 256 --steps 50
+    .venv/bin/python tools/bench_mfu.py                      # the behaviour model, batch 64, 30 steps
+    .venv/bin/python tools/bench_mfu.py --batch 128 --width 256 --steps 50
 
 Builds the shipped behaviour model's train step (`drivesim.train`: AdamW, clipping, bf16 on
 GPU/TPU) on the traffic data of `experiments/behaviour_small.py --quick` (one seed, 8 scenes,
@@ -37,7 +37,7 @@ def peak_flops(kind: str) -> float | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=256, help="global batch")
+    ap.add_argument("--batch", type=int, default=64, help="global batch (at most the examples of the data)")
     ap.add_argument("--width", type=int, default=None, help="model width (default: the shipped model's)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_mfu.json"))
@@ -66,6 +66,8 @@ def main() -> int:
     cfg = BehaviourConfig() if args.width is None else dataclasses.replace(BehaviourConfig(), width=args.width)
     data = traffic_scenes(TrafficData(seeds=(100,), scenes_per_seed=8, cache=str(ROOT / "data/train/behaviour_quick")))
     task = BehaviourTask(data, cfg)
+    if args.batch > len(task.items):
+        raise SystemExit(f"bench_mfu: --batch {args.batch} is more than the {len(task.items)} examples of the data")
     train = TrainConfig(steps=args.steps + 2, batch_size=args.batch, warmup_steps=1)
     mesh = make_mesh()
     device = mesh.devices.flat[0]
