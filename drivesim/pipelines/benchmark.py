@@ -186,7 +186,8 @@ def context_rows(contexts, rows):
 
 class _Placement:
     """Where a benchmark batch lives: its scenario axis split over every device of every process
-    (one mesh, `drivesim.pipelines.batch.scenario_mesh`), this process supplying rows `mine`."""
+    (one mesh, `drivesim.pipelines.batch.scenario_mesh`), this process supplying rows `mine`
+    ((k,) indices into the batch)."""
 
     def __init__(self, batch: int):
         from drivesim.pipelines.batch import scenario_mesh
@@ -197,10 +198,14 @@ class _Placement:
                 f"--batch {batch} does not split over {self.mesh.size} devices ({jax.process_count()} processes); "
                 f"use a multiple of {self.mesh.size}"
             )
+        distributed.process_rows(batch)  # a one-line error when the processes cannot split it
         self.batch = batch
-        self.mine = distributed.process_rows(batch)
         self._rows = NamedSharding(self.mesh, P("scenarios"))
         self._all = NamedSharding(self.mesh, P())
+        # the rows this process's devices hold, in order (a block per process where the mesh
+        # lists each process's devices together, as on CPU and GPU hosts)
+        held = self._rows.addressable_devices_indices_map((batch,)).values()
+        self.mine = np.array(sorted({r for (rows,) in held for r in range(*rows.indices(batch))}))
         self._collect = None
 
     def shard(self, tree):
