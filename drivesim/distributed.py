@@ -90,13 +90,13 @@ class Cluster:
                    heartbeat_timeout=int(beat))  # fmt: skip
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether a TCP port can be bound here (the coordinator's port, checked before JAX binds it:
-    JAX crashes without a message when it cannot)."""
+def port_free(port: int) -> bool:
+    """Whether a TCP port can be bound on every interface here, as the coordinator binds it (checked
+    before JAX binds it: JAX crashes without a message when it cannot)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("" if host in ("0.0.0.0", "") else "0.0.0.0", port))
+            s.bind(("0.0.0.0", port))
         except OSError:
             return False
     return True
@@ -134,8 +134,8 @@ def initialize(cluster: Cluster) -> bool:
                 "Cloud TPU, or give --coordinator/--num-processes/--process-id (locally: drivesim launch)"
             ) from None
         return True
-    host, _, port = cluster.coordinator.rpartition(":")
-    if cluster.process_id == 0 and not port_free(host, int(port)):
+    port = cluster.coordinator.rpartition(":")[2]
+    if cluster.process_id == 0 and not port_free(int(port)):
         raise ConfigError(
             f"--coordinator {cluster.coordinator}: port {port} is already in use; pick another port "
             "(`drivesim launch` picks a free one)"

@@ -419,6 +419,7 @@ def run_planner(
     n = len(scenarios)
     out: dict[str, list] = {k: [] for k in SCORE_KEYS}
     out.update(ego_xy=[], route_ok=[], nan_step=[], pdms_worst=[], epdms_worst=[])
+    keys = scenario_keys(cfg.seed, np.arange(n))
     t_compile = None
     t0_run = time.perf_counter()
     for start in range(0, n, cfg.batch):
@@ -430,7 +431,7 @@ def run_planner(
         args = {
             "log": jax.tree.map(lambda a, i=idx: np.asarray(a)[i], logs),
             "t0": np.array([scenarios[r].t0 for r in rows], np.int32),
-            "key": scenario_keys(cfg.seed, rows),
+            "key": keys[rows],
             "human": {k: np.asarray(v) for k, v in _human_rows(human, rows).items()},
         }
         if cfg.wm is not None:
