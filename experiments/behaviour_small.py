@@ -12,6 +12,7 @@ ego does something sudden at a random time (a hard brake or a stop, a lane chang
 the car ahead (`AgentPushes`) and recover by the world's rules. Simulated without cameras in about
 35 minutes on the 2-core CPU and cached under data/train/behaviour. Training: 8,000 steps of 32
 examples (24 minutes).
+The agents see the 4 stop lines of traffic lights nearest them, red or amber now (`signals`).
 Head: motion tokens (`drivesim.model.motion_tokens`); the mixture head is the ablation
 (experiments/behaviour_mixture.py, compared in docs/behaviour.md).
 `get_config(quick=True)` shrinks everything for a smoke run of a minute.
@@ -26,7 +27,7 @@ from drivesim.train import TrainConfig
 
 def get_config(quick: bool = False, head: str = "tokens") -> BehaviourExperiment:
     exp = BehaviourExperiment(
-        model=BehaviourConfig(head=head),
+        model=BehaviourConfig(head=head, signals=4),
         data=TrafficData(edited_seeds=tuple(range(130, 145)) + tuple(range(160, 170)), pushed_seeds=tuple(range(145, 160))),
         train=TrainConfig(
             steps=8000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,

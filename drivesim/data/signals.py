@@ -34,6 +34,10 @@ from drivesim.errors import DataError
 SIGNALS_FILE = "drivesim_signals.json"
 """The traffic-light file at a dataroot's top level (beside `drivesim_synth.json`)."""
 SIGNALS_FORMAT = 1
+AMBER_SECONDS = 3.0
+"""How long a light of the synthetic world is amber before it turns red (`synth.roads.SIGNAL_AMBER`;
+a test keeps the two equal). The files carry red only; `model.behaviour.light_states` reads amber
+from it."""
 SCENE_RADIUS = 200.0
 """A scene lists the stop lines within this distance (m) of the ego's path."""
 

@@ -9,8 +9,11 @@ Per agent, in its own frame (x forward):
 - its own history (positions, headings, speeds);
 - its `neighbours` nearest agents now (the ego included): relative pose and velocity, size, class;
 - the `map_points` lane points nearest a point ahead of it (farther ahead the faster it goes);
-- the map classes on a grid of points around it (crossings, walkways, the road's edge).
-Neighbours and lane points are pooled by attention from the agent's own embedding, then an MLP
+- the map classes on a grid of points around it (crossings, walkways, the road's edge);
+- with `BehaviourConfig.signals` > 0, the `signals` stop lines of traffic lights nearest it: their
+  pose, and whether each light is red or amber now (`light_states`). Real nuScenes has no light
+  states (`Signals.known` False): every light then reads neither.
+Neighbours, lane points and stop lines are pooled by attention from the agent's own embedding, then an MLP
 predicts the distribution of its motion over the next step. Agents are conditionally independent
 given the present (as one step of SMART / Trajeglish): jointness comes from sampling step by step,
 each step conditioned on what everyone, the ego included, did in the last.
@@ -29,7 +32,8 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from drivesim.data.classes import OCC_CROSSING, OCC_DRIVABLE, OCC_LANE_MARKING
-from drivesim.data.types import MapData
+from drivesim.data.signals import AMBER_SECONDS
+from drivesim.data.types import MapData, Signals
 from drivesim.model import motion_tokens
 
 NUM_CLASSES = 4  # agent classes: vehicle, pedestrian, cyclist, obstacle
@@ -63,6 +67,11 @@ class BehaviourConfig:
     """Longitudinal offsets (m, agent frame) of the map-class grid."""
     raster_y: tuple[float, ...] = (-9.0, -5.0, -2.5, 0.0, 2.5, 5.0, 9.0)
     """Lateral offsets (m) of the map-class grid."""
+    signals: int = 0
+    """Stop lines of traffic lights each agent sees, with their state now (0: none, as models
+    trained before the world wrote its lights)."""
+    signal_range: float = 80.0
+    """Stop lines farther than this (m) are not seen."""
 
     def validate(self) -> None:
         if self.head not in ("tokens", "mixture"):
@@ -86,6 +95,9 @@ class BehaviourInput:
       points: (M, 5) lane points [x, y, cos, sin of the lane direction, in an intersection].
       points_valid: (M,) bool.
       raster: (R, R) uint8 map classes; raster_origin (2,) and raster_resolution () as `MapData`.
+      signals: (S, 6) stop lines of traffic lights [x, y, cos, sin of the lane direction, red now,
+        amber now] (`light_states`), or None (a model with `signals` = 0 reads none).
+      signals_valid: (S,) bool, or None.
     """
 
     xy: jnp.ndarray
@@ -100,6 +112,32 @@ class BehaviourInput:
     raster: jnp.ndarray
     raster_origin: jnp.ndarray
     raster_resolution: jnp.ndarray
+    signals: jnp.ndarray | None = None
+    signals_valid: jnp.ndarray | None = None
+
+
+def light_states(red, t, steps_per_second: float):
+    """(S, 2) float32 [red, amber] of every light at step t of its red schedule `red` (T, S) bool.
+
+    The logs carry when each light is red (`Signals.red`), not its amber. In the synthetic world
+    amber always comes just before red and lasts `AMBER_SECONDS`, so a light is amber now iff it
+    is not red now and turns red within `AMBER_SECONDS`: the light's present state, which the
+    world's drivers see (they stop at amber when they can). Past the log's end nothing is red.
+    """
+    ahead = int(round(AMBER_SECONDS * steps_per_second))
+    T, S = red.shape[-2:]
+    now = red[jnp.clip(t, 0, T - 1)]
+    padded = jnp.concatenate([red, jnp.zeros((ahead + 1, S), bool)])
+    soon = jnp.any(jax.lax.dynamic_slice_in_dim(padded, jnp.clip(t, 0, T - 1) + 1, ahead), axis=0)
+    return jnp.stack([now, ~now & soon], -1).astype(jnp.float32)
+
+
+def signal_lines(signals: Signals) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(S, 4) stop lines [x, y, cos, sin of the lane direction] and (S,) validity of a log's lights
+    (none where the light states are unknown)."""
+    yaw = jnp.asarray(signals.yaw, jnp.float32)
+    lines = jnp.concatenate([jnp.asarray(signals.centre, jnp.float32), jnp.stack([jnp.cos(yaw), jnp.sin(yaw)], -1)], -1)
+    return lines, jnp.asarray(signals.valid) & jnp.asarray(signals.known)
 
 
 def lane_points(map: MapData, stride: int = 2) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -133,7 +171,8 @@ def features(inp: BehaviourInput, cfg: BehaviourConfig) -> dict:
     """Per-agent inputs of the network, each agent in its own frame (one scene; vmap for batches).
 
     Returns a dict of: self (N, H * 6 + 9); neighbours (N, K, 16) with neighbours_mask (N, K);
-    points (N, Km, 6) with points_mask (N, Km); raster (N, G * MAP_CLASSES).
+    points (N, Km, 6) with points_mask (N, Km); raster (N, G * MAP_CLASSES); with `cfg.signals`,
+    signals (N, Ks, 7) with signals_mask (N, Ks).
     """
     N, H = inp.valid.shape
     now_xy, now_yaw, now_v = inp.xy[:, -1], inp.yaw[:, -1], inp.speed[:, -1]
@@ -190,10 +229,22 @@ def features(inp: BehaviourInput, cfg: BehaviourConfig) -> dict:
     cls = jnp.where(cls == OCC_LANE_MARKING, OCC_DRIVABLE, cls)
     cls = jnp.where(inside & (cls <= OCC_CROSSING), cls, 0)
     raster = jax.nn.one_hot(cls, MAP_CLASSES).reshape(N, -1)
-    return {
+    out = {
         "self": own, "neighbours": nb, "neighbours_mask": ok, "points": pfeat, "points_mask": pok,
         "raster": raster,
     }  # fmt: skip
+    if cfg.signals:
+        if inp.signals is None:
+            raise ValueError("this behaviour model reads traffic lights: BehaviourInput.signals is None")
+        sd = jnp.linalg.norm(inp.signals[None, :, :2] - now_xy[:, None], axis=-1)  # (N, S)
+        Ks = min(cfg.signals, inp.signals.shape[0])
+        sidx, sok = _masked_top_k(jnp.where(inp.signals_valid[None] & (sd < cfg.signal_range), sd, jnp.inf), Ks)
+        sig = inp.signals[sidx]  # (N, Ks, 6)
+        srel = _rotate(sig[..., :2] - now_xy[:, None], now_yaw[:, None])
+        sdir = _rotate(sig[..., 2:4], now_yaw[:, None])
+        out["signals"] = jnp.concatenate([srel / 20.0, sdir, sig[..., 4:6], jnp.ones((N, Ks, 1))], -1) * sok[..., None]
+        out["signals_mask"] = sok
+    return out
 
 
 class _Pool(nnx.Module):
@@ -229,7 +280,8 @@ class BehaviourModel(nnx.Module):
         self.points = _Pool(6, P, W, rngs=rngs)
         n_grid = len(cfg.raster_x) * len(cfg.raster_y) * MAP_CLASSES
         self.raster = nnx.Linear(n_grid, P, rngs=rngs)
-        self.fuse = nnx.Linear(W + 4 * P + P, W, rngs=rngs)
+        self.signals = _Pool(7, P, W, rngs=rngs) if cfg.signals else None
+        self.fuse = nnx.Linear(W + 4 * P + P + (2 * P if cfg.signals else 0), W, rngs=rngs)
         self.norm = nnx.LayerNorm(W, rngs=rngs)
         self.mlp1 = nnx.Linear(W, 2 * W, rngs=rngs)
         self.mlp2 = nnx.Linear(2 * W, W, rngs=rngs)
@@ -242,7 +294,10 @@ class BehaviourModel(nnx.Module):
         nb = self.neighbours(f["neighbours"], f["neighbours_mask"], h_self)
         pt = self.points(f["points"], f["points_mask"], h_self)
         rs = jax.nn.gelu(self.raster(f["raster"]))
-        h = self.fuse(jnp.concatenate([h_self, nb, pt, rs], axis=-1))
+        parts = [h_self, nb, pt, rs]
+        if self.signals is not None:
+            parts.append(self.signals(f["signals"], f["signals_mask"], h_self))
+        h = self.fuse(jnp.concatenate(parts, axis=-1))
         h = h + self.mlp2(jax.nn.gelu(self.mlp1(jax.nn.gelu(self.norm(h)))))
         return self.head(jax.nn.gelu(h))
 

@@ -25,12 +25,15 @@ from drivesim.model.behaviour import (
     BehaviourModel,
     features,
     lane_points,
+    light_states,
     log_likelihood,
+    signal_lines,
 )
 
 SCENE_KEYS = (
     "xy", "yaw", "speed", "valid", "size", "category", "is_ego", "points", "points_valid", "raster",
-    "raster_origin", "raster_resolution", "tokens", "controls", "target_valid",
+    "raster_origin", "raster_resolution", "tokens", "controls", "target_valid", "signal_lines", "signal_valid",
+    "signal_state",
 )  # fmt: skip
 
 
@@ -38,9 +41,10 @@ def scene_arrays(log: Log, stride: int = 2) -> dict[str, np.ndarray]:
     """The training arrays of one 2 Hz log (N = 1 + its agent slots; T keyframes).
 
     Returns xy (N, T, 2), yaw / speed / valid (N, T), size (N, 3), category / is_ego (N,),
-    points (M, 5) / points_valid (M,), raster (R, R) with its origin and resolution, and the
-    motion from each keyframe to the next: tokens (N, T - 1), controls (N, T - 1, 2) [accel, yaw
-    rate], target_valid (N, T - 1).
+    points (M, 5) / points_valid (M,), raster (R, R) with its origin and resolution, the
+    traffic lights: signal_lines (S, 4) / signal_valid (S,) (`signal_lines`) and signal_state
+    (T, S, 2) [red, amber] at every keyframe (`light_states`), and the motion from each keyframe
+    to the next: tokens (N, T - 1), controls (N, T - 1, 2) [accel, yaw rate], target_valid (N, T - 1).
     """
     ego, ag = log.ego, log.agents
     eyaw = np.asarray(ego.yaw, np.float32)
@@ -65,6 +69,9 @@ def scene_arrays(log: Log, stride: int = 2) -> dict[str, np.ndarray]:
     dyaw = (yaw[:, 1:] - yaw[:, :-1] + np.pi) % (2 * np.pi) - np.pi
     controls = np.stack([(speed[:, 1:] - speed[:, :-1]) / dt, dyaw / dt], -1).astype(np.float32)
     points, points_valid = lane_points(log.map, stride)
+    lines, lines_valid = signal_lines(log.signals)
+    red = jnp.asarray(log.signals.red)
+    state = jax.vmap(lambda t: light_states(red, t, 1.0 / dt))(jnp.arange(T))
     return {
         "xy": np.where(valid[..., None], xy, 0.0), "yaw": np.where(valid, yaw, 0.0),
         "speed": np.where(valid, speed, 0.0), "valid": valid,
@@ -76,6 +83,8 @@ def scene_arrays(log: Log, stride: int = 2) -> dict[str, np.ndarray]:
         "raster_origin": np.asarray(log.map.raster_origin, np.float32),
         "raster_resolution": np.asarray(log.map.raster_resolution, np.float32),
         "tokens": tokens, "controls": np.where(pair[..., None], controls, 0.0), "target_valid": pair,
+        "signal_lines": np.asarray(lines, np.float32), "signal_valid": np.asarray(lines_valid, bool),
+        "signal_state": np.asarray(state, np.uint8),
     }  # fmt: skip
 
 
@@ -98,6 +107,8 @@ def stack_scenes(scenes: list[dict]) -> dict[str, np.ndarray]:
             arrs = [pad(a, 1, T - 1) for a in arrs]
         elif k in ("points", "points_valid"):
             arrs = [pad(a, 0, M) for a in arrs]
+        elif k == "signal_state":
+            arrs = [pad(a, 0, T) for a in arrs]
         out[k] = np.stack(arrs)
     return out
 
@@ -124,6 +135,8 @@ def example_input(data: dict, s: np.ndarray, t: np.ndarray, history: int) -> dic
         "raster_resolution": data["raster_resolution"][s],
         "tokens": data["tokens"][s, :, t], "controls": data["controls"][s, :, t],
         "target_valid": data["target_valid"][s, :, t],
+        "signals": np.concatenate([data["signal_lines"][s], data["signal_state"][s, t].astype(np.float32)], -1),
+        "signals_valid": data["signal_valid"][s],
     }  # fmt: skip
 
 

@@ -144,7 +144,8 @@ def _kind(cfg: TrafficData, seed: int) -> str:
 
 def _seed_file(cfg: TrafficData, seed: int) -> Path:
     tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}[_kind(cfg, seed)]
-    return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}.npz"
+    # "_lights": the arrays carry the traffic lights (files written before them are not read)
+    return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}_lights.npz"
 
 
 def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
@@ -213,6 +214,8 @@ def _concat(parts: list[dict]) -> dict[str, np.ndarray]:
                 a = np.pad(a, [(0, 0), (0, 0), (0, T - 1 - a.shape[2])] + [(0, 0)] * (a.ndim - 3))
             elif k in ("points", "points_valid"):
                 a = np.pad(a, [(0, 0), (0, M - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+            elif k == "signal_state":
+                a = np.pad(a, [(0, 0), (0, T - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
             arrs.append(a)
         out[k] = np.concatenate(arrs)
     return out

@@ -227,8 +227,9 @@ def resample_agents(state: SimState, cfg: SimConfig) -> SimState:
 
 def _decide(state: SimState, cfg: SimConfig) -> SimState:
     learned = resample_learned(
-        state.learned, state.agents, state.ego, state.log, state.behaviour, state.step, cfg.temperature
-    )
+        state.learned, state.agents, state.ego, state.log, state.behaviour, state.step, state.t0 + state.step,
+        cfg.temperature,
+    )  # fmt: skip
     return state.replace(learned=learned)
 
 

@@ -1,8 +1,10 @@
 """Agents driven by the learned behaviour model (`drivesim.model.behaviour`), or, as its ablation,
 at constant velocity.
 
-Every agent present at the start is simulated; nothing of the log after the start is read (the
-start's history, up to 2 s before it, is). Every 0.5 s (`KEYFRAME_STEPS` sim steps) the model
+Every agent present at the start is simulated; nothing of the log's agents or ego after the start
+is read (the start's history, up to 2 s before it, is). A model that reads traffic lights
+(`BehaviourConfig.signals`) sees each light as it is now, at every decision, as the planners do
+(`Signals.now`): the world's light schedule does not depend on anyone's driving. Every 0.5 s (`KEYFRAME_STEPS` sim steps) the model
 looks at the last 2 s of everyone's motion (the simulated ego included, as it actually drove) and
 the map, and samples each agent's control (acceleration, yaw rate) for the next 0.5 s; the sim
 steps in between move the agents by it as unicycles (`motion_tokens.advance`). Agents that appear
@@ -26,7 +28,15 @@ from flax import nnx, struct
 from drivesim.data.classes import VEHICLE
 from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, EGO_SIZE, SIM_DT, AgentState, EgoState, Log
 from drivesim.model import motion_tokens
-from drivesim.model.behaviour import BehaviourInput, BehaviourModel, lane_points, predict_controls, push_history
+from drivesim.model.behaviour import (
+    BehaviourInput,
+    BehaviourModel,
+    lane_points,
+    light_states,
+    predict_controls,
+    push_history,
+    signal_lines,
+)
 
 KEYFRAME_STEPS = int(round(motion_tokens.STEP / SIM_DT))
 """Sim steps per behaviour step (5: the model runs at 2 Hz)."""
@@ -58,6 +68,8 @@ class LearnedAgents:
         stride-th, ending now); yaw, speed: (N, L); valid: (N, L).
       controls: (N, 2) [accel, yaw rate] applied until the next behaviour step.
       key: the PRNG key of the agents' sampling (folded with the step).
+      points: (M, 5) the log map's lane points and points_valid (M,) (`lane_points`), computed
+        once at the start (they depend on the map only); empty for constant velocity.
       stride: decisions per 0.5 s (static).
     """
 
@@ -67,6 +79,8 @@ class LearnedAgents:
     valid: jnp.ndarray
     controls: jnp.ndarray
     key: jnp.ndarray
+    points: jnp.ndarray
+    points_valid: jnp.ndarray
     stride: int = struct.field(pytree_node=False, default=1)
 
 
@@ -81,25 +95,32 @@ def _stride(every: int) -> int:
     return KEYFRAME_STEPS // every
 
 
-def _input(mem: LearnedAgents, log: Log, lane_stride: int) -> BehaviourInput:
-    points, points_valid = lane_points(log.map, lane_stride)
+def _input(mem: LearnedAgents, log: Log, t, reads_lights: bool) -> BehaviourInput:
+    """What the model sees at log step t (the lights are those of now: `light_states`)."""
     A = log.agents.size.shape[0]
+    signals = signals_valid = None
+    if reads_lights:
+        lines, signals_valid = signal_lines(log.signals)
+        steps_per_second = 1.0 / SIM_DT
+        signals = jnp.concatenate([lines, light_states(log.signals.red, t, steps_per_second)], -1)
     pick = lambda a: a[:, :: mem.stride]  # noqa: E731  (the 0.5 s-spaced history, ending now)
     return BehaviourInput(
         xy=pick(mem.xy), yaw=pick(mem.yaw), speed=pick(mem.speed), valid=pick(mem.valid),
         size=jnp.concatenate([jnp.asarray(EGO_SIZE, jnp.float32)[None], log.agents.size]),
         category=jnp.concatenate([jnp.full((1,), VEHICLE, jnp.int32), log.agents.category.astype(jnp.int32)]),
-        is_ego=jnp.arange(A + 1) == 0, points=points, points_valid=points_valid, raster=log.map.raster,
-        raster_origin=log.map.raster_origin, raster_resolution=log.map.raster_resolution,
+        is_ego=jnp.arange(A + 1) == 0, points=mem.points, points_valid=mem.points_valid, raster=log.map.raster,
+        raster_origin=log.map.raster_origin, raster_resolution=log.map.raster_resolution, signals=signals,
+        signals_valid=signals_valid,
     )  # fmt: skip
 
 
-def _controls(mem: LearnedAgents, log: Log, handle: BehaviourHandle | None, step, temperature: float):
+def _controls(mem: LearnedAgents, log: Log, handle: BehaviourHandle | None, step, t, temperature: float):
+    """Sampled controls (N, 2) at sim step `step` (the sampling key's fold), log step t."""
     if handle is None:  # constant velocity
         return jnp.zeros_like(mem.controls)
     model = handle.model()
     key = jax.random.fold_in(mem.key, step)
-    ctrl = predict_controls(model, _input(mem, log, model.cfg.lane_stride), key, temperature)
+    ctrl = predict_controls(model, _input(mem, log, t, model.cfg.signals > 0), key, temperature)
     return jnp.where(mem.valid[:, -1:], ctrl, 0.0)
 
 
@@ -126,11 +147,16 @@ def init_learned(
     # only agents present now are simulated (their earlier frames are their history)
     valid = valid & valid[:, -1:]
     zero = lambda a: jnp.where(valid.reshape(valid.shape + (1,) * (a.ndim - 2)), a, 0.0)  # noqa: E731
+    if handle is None:  # constant velocity reads no map
+        points, points_valid = jnp.zeros((0, 5), jnp.float32), jnp.zeros((0,), bool)
+    else:
+        points, points_valid = lane_points(log.map, handle.model().cfg.lane_stride)
     mem = LearnedAgents(
         xy=zero(xy).astype(jnp.float32), yaw=zero(yaw).astype(jnp.float32), speed=zero(speed).astype(jnp.float32),
-        valid=valid, controls=jnp.zeros((valid.shape[0], 2), jnp.float32), key=key, stride=stride,
+        valid=valid, controls=jnp.zeros((valid.shape[0], 2), jnp.float32), key=key, points=points,
+        points_valid=points_valid, stride=stride,
     )  # fmt: skip
-    mem = mem.replace(controls=_controls(mem, log, handle, 0, temperature))
+    mem = mem.replace(controls=_controls(mem, log, handle, 0, t0, temperature))
     agents = AgentState(xy=mem.xy[1:, -1], yaw=mem.yaw[1:, -1], speed=mem.speed[1:, -1], valid=mem.valid[1:, -1])
     return mem, agents
 
@@ -148,10 +174,10 @@ def move_learned(mem: LearnedAgents, agents: AgentState) -> AgentState:
 
 @jax.named_scope("learned_resample")
 def resample_learned(
-    mem: LearnedAgents, agents: AgentState, ego: EgoState, log: Log, handle, step, temperature: float = 1.0
+    mem: LearnedAgents, agents: AgentState, ego: EgoState, log: Log, handle, step, t, temperature: float = 1.0
 ) -> LearnedAgents:
-    """At a behaviour step: remember where everyone is now (the ego as it drove) and sample the
-    next controls."""
+    """At a behaviour step (sim step `step`, log step t): remember where everyone is now (the ego
+    as it drove) and sample the next controls."""
     xy = jnp.concatenate([ego_centre(ego)[None], agents.xy])
     yaw = jnp.concatenate([ego.yaw[None], agents.yaw])
     speed = jnp.concatenate([ego.speed[None], agents.speed])
@@ -164,4 +190,4 @@ def resample_learned(
         xy, yaw, speed, valid,
     )  # fmt: skip
     mem = mem.replace(xy=inp.xy, yaw=inp.yaw, speed=inp.speed, valid=inp.valid)
-    return mem.replace(controls=_controls(mem, log, handle, step, temperature))
+    return mem.replace(controls=_controls(mem, log, handle, step, t, temperature))

@@ -12,6 +12,7 @@ from drivesim.model.behaviour import (
     BehaviourInput,
     BehaviourModel,
     features,
+    light_states,
     log_likelihood,
     rollout,
     sample_controls,
@@ -26,6 +27,7 @@ def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
     pts = np.concatenate([rng.uniform(-40, 40, (m, 2)), np.tile([1.0, 0.0, 0.0], (m, 1))], -1)
     raster = rng.integers(0, 5, (64, 64)).astype(np.uint8)
     s = np.asarray(shift, np.float32)
+    lights = np.concatenate([rng.uniform(-40, 40, (5, 2)), np.tile([0.0, 1.0], (5, 1)), rng.integers(0, 2, (5, 2))], -1)
     return BehaviourInput(
         xy=jnp.asarray(xy + s, jnp.float32), yaw=jnp.asarray(rng.uniform(-3, 3, (n, h)), jnp.float32),
         speed=jnp.asarray(rng.uniform(0, 10, (n, h)), jnp.float32), valid=jnp.asarray(valid),
@@ -34,6 +36,8 @@ def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
         points=jnp.asarray(pts + np.concatenate([s, np.zeros(3)]), jnp.float32), points_valid=jnp.ones((m,), bool),
         raster=jnp.asarray(raster), raster_origin=jnp.asarray(np.array([-64.0, -64.0]) + s, jnp.float32),
         raster_resolution=jnp.asarray(2.0, jnp.float32),
+        signals=jnp.asarray(lights + np.concatenate([s, np.zeros(4)]), jnp.float32),
+        signals_valid=jnp.asarray([True] * 4 + [False]),
     )  # fmt: skip
 
 
@@ -58,7 +62,7 @@ def test_shapes_over_batch_dims(head):
 def test_features_do_not_depend_on_where_the_scene_is():
     """Everything is in each agent's frame: moving the whole scene (agents, lanes, raster) by a
     whole number of raster cells changes no feature."""
-    cfg = BehaviourConfig()
+    cfg = BehaviourConfig(signals=4)
     a = features(scene(), cfg)
     b = features(scene(shift=(100.0, -36.0)), cfg)
     for k in a:
@@ -86,3 +90,37 @@ def test_rollout_follows_the_given_ego_and_keeps_absent_agents_absent():
     assert bool(jnp.all(speed >= 0.0))
     xy2, _, _ = rollout(model, s, ego, jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(xy), np.asarray(xy2))
+
+
+def test_light_states_read_amber_from_the_red_schedule():
+    red = np.zeros((60, 2), bool)
+    red[40:55, 0] = True  # light 0: red from step 40 (4 s at 10 Hz): amber in the 3 s before
+    red[5:, 1] = True  # light 1: red from step 5 to the end
+    st = np.asarray(jax.vmap(lambda t: light_states(jnp.asarray(red), t, 10.0))(jnp.arange(60)))
+    assert st.shape == (60, 2, 2)
+    np.testing.assert_array_equal(st[:, :, 0], red)
+    steps = np.arange(60)
+    np.testing.assert_array_equal(st[:, 0, 1], (steps >= 10) & (steps < 40))
+    np.testing.assert_array_equal(st[:, 1, 1], steps < 5)
+
+
+def test_a_model_that_reads_lights_sees_the_one_ahead_turn_red():
+    cfg = BehaviourConfig(width=32, point_width=16, signals=4)
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(3))
+    s = scene()
+    # agent 1 heads along +x; a stop line 15 m ahead of it, one 200 m away (out of range)
+    s = s.replace(yaw=s.yaw.at[1].set(0.0), xy=s.xy.at[1].set(jnp.asarray([[float(k), 0.0] for k in range(5)])))
+    lines = jnp.asarray([[19.0, 0.0, 1.0, 0.0, 0.0, 0.0], [210.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    s = s.replace(signals=lines, signals_valid=jnp.asarray([True, True]))
+    feats = jax.jit(features, static_argnums=1)
+    base = model(feats(s, cfg))
+    red_near = model(feats(s.replace(signals=s.signals.at[0, 4].set(1.0)), cfg))
+    red_far = model(feats(s.replace(signals=s.signals.at[1, 4].set(1.0)), cfg))
+    assert float(jnp.abs(red_near[1] - base[1]).max()) > 1e-4
+    np.testing.assert_array_equal(np.asarray(red_far), np.asarray(base))
+    # a model without the lights input (as models trained before them) ignores them
+    old_cfg = BehaviourConfig(width=32, point_width=16)
+    old = BehaviourModel(old_cfg, rngs=nnx.Rngs(3))
+    np.testing.assert_array_equal(
+        np.asarray(old(feats(s, old_cfg))), np.asarray(old(feats(s.replace(signals=s.signals.at[0, 4].set(1.0)), old_cfg)))
+    )

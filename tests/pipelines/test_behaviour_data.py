@@ -65,3 +65,31 @@ def test_pushed_scenes_drop_the_pushed_intervals_and_show_the_world_recovering(r
     assert np.abs(plain["controls"][a] - pushed["controls"][b])[..., 0][both].max() > 0.1
     with pytest.raises(ValueError, match="unknown kind"):
         _simulate_one((recipes[0], 2, "edit"))
+
+
+def test_training_arrays_carry_the_lights_the_world_shows(recipes):
+    """signal_state is each listed light's red / amber at every keyframe, exactly as the stepping
+    world shows it (amber read from the red schedule: it is not in the files)."""
+    from drivesim.data.signals import AMBER_SECONDS
+    from drivesim.synth.dataset import plan_for
+    from drivesim.synth.roads import SIGNAL_AMBER
+    from drivesim.synth.signals import _step_states, scene_boxes
+    from drivesim.synth.world import simulate
+
+    assert AMBER_SECONDS == SIGNAL_AMBER
+    seen_amber = False
+    for recipe in recipes:
+        a = _simulate_one((recipe, 2, "plain"))
+        plan = plan_for(recipe)
+        boxes = scene_boxes(simulate(plan))
+        S = int(a["signal_valid"].sum())
+        assert S == min(len(boxes), a["signal_valid"].shape[0]) and S > 0
+        np.testing.assert_allclose(a["signal_lines"][:S, :2], boxes.centre[:S], atol=1e-3)
+        np.testing.assert_allclose(a["signal_lines"][:S, 2], np.cos(boxes.yaw[:S]), atol=1e-5)
+        T = a["valid"].shape[1]
+        world = _step_states(plan, boxes.take(np.arange(S)), 5 * T)[::5]  # keyframes of the 10 Hz world
+        known = T - int(AMBER_SECONDS * 2)  # amber is read from red up to 3 s later: the last 3 s cannot tell
+        np.testing.assert_array_equal(a["signal_state"][:, :S, 0], world == 2)
+        np.testing.assert_array_equal(a["signal_state"][:known, :S, 1], world[:known] == 1)
+        seen_amber |= bool((world[:known] == 1).any())
+    assert seen_amber, "no amber light in the test scenes: the amber check checked nothing"

@@ -50,7 +50,9 @@ def _perturb_future(log):
 def test_future_log_frames_do_not_change_anything(sim_logs, mode, every):
     """Perturb every agent frame after the start: the whole trace is bit-identical."""
     log = jax.tree.map(jnp.asarray, sim_logs[0])
-    handle = BehaviourHandle.of(BehaviourModel(BehaviourConfig(width=32, point_width=16), rngs=nnx.Rngs(0)))
+    assert bool(log.signals.known) and bool(log.signals.valid.any())  # the lights are read, and stay the same
+    cfg = BehaviourConfig(width=32, point_width=16, signals=4)
+    handle = BehaviourHandle.of(BehaviourModel(cfg, rngs=nnx.Rngs(0)))
     a = _run(log, mode, handle if mode == "learned" else None, every=every)
     b = _run(_perturb_future(log), mode, handle if mode == "learned" else None, every=every)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -101,6 +103,30 @@ def test_agents_deciding_every_step_move_differently(sim_logs):
         np.asarray(_run(log, "cv", None, every=5).agents.xy),
         atol=1e-5,
     )
+
+
+def test_agents_see_the_lights_of_now(sim_logs):
+    """A model that reads traffic lights sees, at log step t, each light's state at t (red, and
+    amber in the 3 s before red), as the planners do; the map's lane points are computed once."""
+    from drivesim.model.behaviour import lane_points, light_states
+    from drivesim.sim.learned_agents import _input, init_learned
+
+    log = jax.tree.map(jnp.asarray, sim_logs[1])
+    cfg = BehaviourConfig(width=32, point_width=16, signals=4)
+    handle = BehaviourHandle.of(BehaviourModel(cfg, rngs=nnx.Rngs(0)))
+    mem, _ = jax.jit(lambda lg: init_learned(lg, T0, jax.random.key(0), handle, every=1))(log)
+    pts, ok = lane_points(log.map, cfg.lane_stride)
+    np.testing.assert_array_equal(np.asarray(mem.points), np.asarray(pts))
+    np.testing.assert_array_equal(np.asarray(mem.points_valid), np.asarray(ok))
+    red = np.asarray(log.signals.red)
+    states = []
+    for t in range(0, red.shape[0], 7):
+        inp = _input(mem, log, t, True)
+        np.testing.assert_array_equal(np.asarray(inp.signals[:, 4]), red[t].astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(inp.signals[:, 4:]), np.asarray(light_states(log.signals.red, t, 10.0)))
+        states.append(np.asarray(inp.signals[:, 4:]))
+    assert np.stack(states)[..., 0].any() and np.stack(states)[..., 1].any(), "no red or no amber: nothing checked"
+    assert _input(mem, log, T0, False).signals is None
 
 
 def test_learned_agents_need_the_model(sim_logs):
