@@ -122,5 +122,6 @@ def test_a_model_that_reads_lights_sees_the_one_ahead_turn_red():
     old_cfg = BehaviourConfig(width=32, point_width=16)
     old = BehaviourModel(old_cfg, rngs=nnx.Rngs(3))
     np.testing.assert_array_equal(
-        np.asarray(old(feats(s, old_cfg))), np.asarray(old(feats(s.replace(signals=s.signals.at[0, 4].set(1.0)), old_cfg)))
+        np.asarray(old(feats(s, old_cfg))),
+        np.asarray(old(feats(s.replace(signals=s.signals.at[0, 4].set(1.0)), old_cfg))),
     )

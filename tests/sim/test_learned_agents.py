@@ -123,7 +123,9 @@ def test_agents_see_the_lights_of_now(sim_logs):
     for t in range(0, red.shape[0], 7):
         inp = _input(mem, log, t, True)
         np.testing.assert_array_equal(np.asarray(inp.signals[:, 4]), red[t].astype(np.float32))
-        np.testing.assert_array_equal(np.asarray(inp.signals[:, 4:]), np.asarray(light_states(log.signals.red, t, 10.0)))
+        np.testing.assert_array_equal(
+            np.asarray(inp.signals[:, 4:]), np.asarray(light_states(log.signals.red, t, 10.0))
+        )
         states.append(np.asarray(inp.signals[:, 4:]))
     assert np.stack(states)[..., 0].any() and np.stack(states)[..., 1].any(), "no red or no amber: nothing checked"
     assert _input(mem, log, T0, False).signals is None
