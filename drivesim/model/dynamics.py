@@ -37,19 +37,27 @@ class Attention(nnx.Module):
         self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
         self.out = nnx.Linear(d, d, rngs=rngs)
 
-    def __call__(self, x, causal: bool = False):
-        """x (..., L, d) -> (..., L, d), attention over L."""
+    def project(self, x):
+        """x (..., L, d) -> q, k, v, each (..., L, heads, d / heads)."""
         *lead, L, d = x.shape
-        h = self.heads
         q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
-        q, k, v = (a.reshape(*lead, L, h, d // h) for a in (q, k, v))
-        logits = jnp.einsum("...qhc,...khc->...hqk", q, k) / math.sqrt(d // h)
-        if causal:
-            mask = jnp.tril(jnp.ones((L, L), bool))
+        return tuple(a.reshape(*lead, L, self.heads, d // self.heads) for a in (q, k, v))
+
+    def attend(self, q, k, v, mask=None):
+        """q (..., Lq, h, c), k and v (..., Lk, h, c), mask (Lq, Lk) bool or None -> (..., Lq, d)."""
+        logits = jnp.einsum("...qhc,...khc->...hqk", q, k) / math.sqrt(q.shape[-1])
+        if mask is not None:
             logits = jnp.where(mask, logits, -1e9)
         w = jax.nn.softmax(logits, axis=-1)
-        y = jnp.einsum("...hqk,...khc->...qhc", w, v).reshape(*lead, L, d)
-        return self.out(y)
+        y = jnp.einsum("...hqk,...khc->...qhc", w, v)
+        return self.out(y.reshape(*y.shape[:-2], -1))
+
+    def __call__(self, x, causal: bool = False, return_kv: bool = False):
+        """x (..., L, d) -> (..., L, d), attention over L (and its keys and values, with return_kv)."""
+        L = x.shape[-2]
+        q, k, v = self.project(x)
+        y = self.attend(q, k, v, jnp.tril(jnp.ones((L, L), bool)) if causal else None)
+        return (y, (k, v)) if return_kv else y
 
 
 class Block(nnx.Module):
@@ -65,13 +73,33 @@ class Block(nnx.Module):
         self.fc2 = nnx.Linear(mlp_ratio * d, d, rngs=rngs)
         self.mod = nnx.Linear(d, 9 * d, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-    def __call__(self, x, c):
-        """x (B, T, N, d), c (B, T, d) per-frame conditioning."""
+    def __call__(self, x, c, return_kv: bool = False):
+        """x (B, T, N, d), c (B, T, d) per-frame conditioning (-> x, and with return_kv the temporal
+        attention's keys and values, each (B, N, T, heads, d / heads))."""
         m = self.mod(nnx.silu(c))[:, :, None, :]  # (B, T, 1, 9d)
         s1, b1, g1, s2, b2, g2, s3, b3, g3 = jnp.split(m, 9, axis=-1)
         x = x + g1 * self.spatial(self.norm1(x) * (1 + s1) + b1)
         h = (self.norm2(x) * (1 + s2) + b2).swapaxes(1, 2)  # (B, N, T, d): attend over time
-        x = x + g2 * self.temporal(h, causal=True).swapaxes(1, 2)
+        y, kv = self.temporal(h, causal=True, return_kv=True)
+        x = x + g2 * y.swapaxes(1, 2)
+        h = self.norm3(x) * (1 + s3) + b3
+        x = x + g3 * self.fc2(nnx.gelu(self.fc1(h)))
+        return (x, kv) if return_kv else x
+
+    def one_frame(self, x, c, kv, p):
+        """Frame p alone: x (B, 1, N, d), c (B, 1, d), kv the keys and values of every frame of the
+        window (from `__call__` with return_kv; only frames before p are read). Equal to frame p
+        of `__call__` on the whole window: temporal attention is causal, so frame p sees the
+        frames before it and itself, and the frames before it do not depend on it."""
+        m = self.mod(nnx.silu(c))[:, :, None, :]
+        s1, b1, g1, s2, b2, g2, s3, b3, g3 = jnp.split(m, 9, axis=-1)
+        x = x + g1 * self.spatial(self.norm1(x) * (1 + s1) + b1)
+        h = (self.norm2(x) * (1 + s2) + b2).swapaxes(1, 2)  # (B, N, 1, d)
+        q, k_p, v_p = self.temporal.project(h)
+        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k_p, p, axis=2)
+        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v_p, p, axis=2)
+        mask = (jnp.arange(k.shape[2]) <= p)[None, :]
+        x = x + g2 * self.temporal.attend(q, k, v, mask).swapaxes(1, 2)
         h = self.norm3(x) * (1 + s3) + b3
         return x + g3 * self.fc2(nnx.gelu(self.fc1(h)))
 
@@ -178,14 +206,25 @@ class Dynamics(nnx.Module):
         Returns:
           (cam velocity like cam, occ velocity like occ).
         """
-        cfg = self.cfg
-        B, T = tau.shape
-        cam_tok = self.cam_in(self._patch(cam, 2))
-        occ_tok = self.occ_in(self._patch(occ[:, :, None], cfg.occ_patch))
-        if cfg.motion_warp:  # the previous frame's BEV, moved by the ego motion into this frame
+        prev = None
+        if self.cfg.motion_warp:  # the previous frame's BEV, moved by the ego motion into this frame
             raw = motion * jnp.asarray(MOTION_SCALE)
             prev = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
             prev = jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev], axis=1)
+        x, c = self._tokens(cam, occ, prev, tau, motion, layout, layout_on, self.frame[...][: tau.shape[1]])
+        for block in self.blocks:
+            x = block(x, c)
+        return self._velocities(x, c, cam.shape, occ.shape)
+
+    def _tokens(self, cam, occ, prev, tau, motion, layout, layout_on, frame_emb):
+        """Input tokens (B, T, N, d) and per-frame conditioning (B, T, d) of T frames.
+
+        prev: (B, T, g, g, Co) each frame's warped previous BEV (with `motion_warp`, else None);
+        frame_emb: (T, d) the frames' window-position embeddings."""
+        cfg = self.cfg
+        cam_tok = self.cam_in(self._patch(cam, 2))
+        occ_tok = self.occ_in(self._patch(occ[:, :, None], cfg.occ_patch))
+        if cfg.motion_warp:
             occ_tok = occ_tok + self.warp_in(self._patch(prev[:, :, None], cfg.occ_patch))
         if layout is not None:
             lay = self.layout(layout)  # (B, T, tokens, d)
@@ -193,13 +232,60 @@ class Dynamics(nnx.Module):
             occ_tok = occ_tok + jnp.where(on, lay, self.no_layout[...])
         else:
             occ_tok = occ_tok + self.no_layout[...]
-        x = jnp.concatenate([cam_tok, occ_tok], axis=2) + self.pos[...] + self.frame[...][:T, None, :]
+        x = jnp.concatenate([cam_tok, occ_tok], axis=2) + self.pos[...] + frame_emb[:, None, :]
         c = self.t_mlp(fourier(tau, 64)) + self.m_mlp(motion)
-        for block in self.blocks:
-            x = block(x, c)
+        return x, c
+
+    def _velocities(self, x, c, cam_shape, occ_shape):
         shift, scale = jnp.split(self.final_mod(nnx.silu(c))[:, :, None, :], 2, axis=-1)
         x = self.norm(x) * (1 + scale) + shift
-        nc = cfg.cam_tokens
-        v_cam = self._unpatch(self.cam_out(x[:, :, :nc]), cam.shape, 2)
-        v_occ = self._unpatch(self.occ_out(x[:, :, nc:]), occ[:, :, None].shape, cfg.occ_patch).reshape(occ.shape)
+        nc = self.cfg.cam_tokens
+        v_cam = self._unpatch(self.cam_out(x[:, :, :nc]), cam_shape, 2)
+        occ5 = occ_shape[:2] + (1,) + occ_shape[2:]
+        v_occ = self._unpatch(self.occ_out(x[:, :, nc:]), occ5, self.cfg.occ_patch).reshape(occ_shape)
         return v_cam, v_occ
+
+    def context(self, cam, occ, motion, layout=None, layout_on=None, p=0):
+        """What frame p of a window needs of the frames before it: every block's temporal keys and
+        values (run once per generated frame; `frame_velocity` then runs frame p alone).
+
+        Args: as `__call__` (the whole window, frames before p clean; the others are ignored).
+        Returns:
+          (kv, prev): kv a list over blocks of (keys, values), each (B, N, W, heads, d / heads);
+          prev (B, 1, g, g, Co) frame p - 1's BEV warped into frame p (with `motion_warp`, else None).
+        """
+        B, W = cam.shape[:2]
+        tau = jnp.broadcast_to(jnp.where(jnp.arange(W) < p, 1.0, 0.0), (B, W))
+        prev = None
+        if self.cfg.motion_warp:
+            raw = motion * jnp.asarray(MOTION_SCALE)
+            last = jax.lax.dynamic_index_in_dim(occ, jnp.maximum(p - 1, 0), axis=1, keepdims=False)
+            into = jax.lax.dynamic_index_in_dim(raw, p, axis=1, keepdims=False)
+            prev = jnp.where(p > 0, jax.vmap(warp_bev)(last, into), 0.0)[:, None]
+            prev_all = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
+            prev_all = jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev_all], axis=1)
+        else:
+            prev_all = None
+        x, c = self._tokens(cam, occ, prev_all, tau, motion, layout, layout_on, self.frame[...][:W])
+        kv = []
+        for block in self.blocks:
+            x, kv_b = block(x, c, return_kv=True)
+            kv.append(kv_b)
+        return kv, prev
+
+    def frame_velocity(self, kv, prev, cam_p, occ_p, t, motion, layout, layout_on, p):
+        """Velocities of frame p alone, equal to frame p of `__call__` on the whole window.
+
+        Args:
+          kv, prev: from `context`; cam_p (B, 1, 6, r, c, Cc), occ_p (B, 1, g, g, Co): frame p's
+            (noisy) latents at flow time t (); motion (B, W, 3), layout (B, W, G, G) or None,
+            layout_on (B, W): the window's (frame p's are read).
+        """
+        B = cam_p.shape[0]
+        pick = lambda a: None if a is None else jax.lax.dynamic_slice_in_dim(a, p, 1, axis=1)  # noqa: E731
+        tau = jnp.full((B, 1), t, jnp.float32)
+        frame_emb = jax.lax.dynamic_slice_in_dim(self.frame[...], p, 1, axis=0)
+        x, c = self._tokens(cam_p, occ_p, prev, tau, pick(motion), pick(layout), pick(layout_on), frame_emb)
+        for block, kv_b in zip(self.blocks, kv, strict=True):
+            x = block.one_frame(x, c, kv_b, p)
+        return self._velocities(x, c, cam_p.shape, occ_p.shape)
