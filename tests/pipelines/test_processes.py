@@ -157,8 +157,8 @@ def test_train_on_two_processes_matches_one_and_resumes_on_another_count(tmp_pat
     rc, _, err = drivesim("launch", "--local-processes", "2", "--", *train, str(tmp_path / "two"))
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "traffic").glob("*.npz")) == [
-        "seed100_n2_s6.npz",
-        "seed101_n2_s6.npz",
+        "seed100_n2_s6_lights.npz",
+        "seed101_n2_s6_lights.npz",
     ]  # fmt: skip (one seed simulated by each process)
     rc, _, err = drivesim(*train, str(tmp_path / "one"))
     assert rc == 0, err
