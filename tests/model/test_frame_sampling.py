@@ -26,7 +26,7 @@ def _reference(dyn, bc, bo, motion, layout, layout_on, p, key, cfg):
     return xc, xo
 
 
-@pytest.mark.parametrize("with_layout", [True, False])
+@pytest.mark.parametrize("with_layout", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_cached_context_sampling_is_the_whole_window_loop(tiny_model_config, with_layout):
     cfg = tiny_model_config
     dyn = Dynamics(cfg, rngs=nnx.Rngs(0))
@@ -47,7 +47,7 @@ def test_cached_context_sampling_is_the_whole_window_loop(tiny_model_config, wit
     layout = jnp.asarray(rng.integers(0, 9, (B, W, cfg.occ_grid, cfg.occ_grid)), jnp.int32) if with_layout else None
     on = jnp.asarray(rng.uniform(size=(B, W)) < 0.5) if with_layout else None
     fast = jax.jit(lambda bc, p, k: sample_frame(dyn, bc, bo, motion, layout, on, p, k, cfg))
-    for p in (0, 1, W - 1):
+    for p in (0, W - 1):
         key = jax.random.key(p)
         want = _reference(dyn, bc, bo, motion, layout, on, p, key, cfg)
         got = fast(bc, jnp.int32(p), key)
