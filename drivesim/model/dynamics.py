@@ -206,15 +206,20 @@ class Dynamics(nnx.Module):
         Returns:
           (cam velocity like cam, occ velocity like occ).
         """
-        prev = None
-        if self.cfg.motion_warp:  # the previous frame's BEV, moved by the ego motion into this frame
-            raw = motion * jnp.asarray(MOTION_SCALE)
-            prev = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
-            prev = jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev], axis=1)
+        prev = self._warped_previous(occ, motion)
         x, c = self._tokens(cam, occ, prev, tau, motion, layout, layout_on, self.frame[...][: tau.shape[1]])
         for block in self.blocks:
             x = block(x, c)
         return self._velocities(x, c, cam.shape, occ.shape)
+
+    def _warped_previous(self, occ, motion):
+        """(B, T, g, g, Co) each frame's previous BEV moved by the ego motion into it (zeros for the
+        first frame), or None without `motion_warp`."""
+        if not self.cfg.motion_warp:
+            return None
+        raw = motion * jnp.asarray(MOTION_SCALE)
+        prev = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
+        return jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev], axis=1)
 
     def _tokens(self, cam, occ, prev, tau, motion, layout, layout_on, frame_emb):
         """Input tokens (B, T, N, d) and per-frame conditioning (B, T, d) of T frames.
@@ -256,16 +261,8 @@ class Dynamics(nnx.Module):
         """
         B, W = cam.shape[:2]
         tau = jnp.broadcast_to(jnp.where(jnp.arange(W) < p, 1.0, 0.0), (B, W))
-        prev = None
-        if self.cfg.motion_warp:
-            raw = motion * jnp.asarray(MOTION_SCALE)
-            last = jax.lax.dynamic_index_in_dim(occ, jnp.maximum(p - 1, 0), axis=1, keepdims=False)
-            into = jax.lax.dynamic_index_in_dim(raw, p, axis=1, keepdims=False)
-            prev = jnp.where(p > 0, jax.vmap(warp_bev)(last, into), 0.0)[:, None]
-            prev_all = jax.vmap(jax.vmap(warp_bev))(occ[:, :-1], raw[:, 1:])
-            prev_all = jnp.concatenate([jnp.zeros_like(occ[:, :1]), prev_all], axis=1)
-        else:
-            prev_all = None
+        prev_all = self._warped_previous(occ, motion)
+        prev = None if prev_all is None else jax.lax.dynamic_slice_in_dim(prev_all, p, 1, axis=1)
         x, c = self._tokens(cam, occ, prev_all, tau, motion, layout, layout_on, self.frame[...][:W])
         kv = []
         for block in self.blocks:
