@@ -72,12 +72,22 @@ class BehaviourConfig:
     trained before the world wrote its lights)."""
     signal_range: float = 80.0
     """Stop lines farther than this (m) are not seen."""
+    past_dropout: float = 0.0
+    """Training only: the probability that an agent's own past (its states before now) is hidden
+    from it in an example. At 2 Hz an agent's own last 0.5 s already shows its reaction to the car
+    ahead, so a model that sees it can copy it (the copycat shortcut) and never learn to read the
+    car ahead, which is what closed-loop reaction needs."""
+    own_past: bool = True
+    """Whether the agent sees its own past at inference (False: only its state now, as in the
+    examples whose past was dropped). Neighbours are always seen as they are now."""
 
     def validate(self) -> None:
         if self.head not in ("tokens", "mixture"):
             raise ValueError(f"BehaviourConfig.head must be 'tokens' or 'mixture' (got {self.head!r})")
         if self.history < 2:
             raise ValueError(f"BehaviourConfig.history must be at least 2 (got {self.history})")
+        if not 0.0 <= self.past_dropout < 1.0:
+            raise ValueError(f"BehaviourConfig.past_dropout must be in [0, 1) (got {self.past_dropout})")
 
 
 @struct.dataclass
@@ -167,8 +177,11 @@ def _masked_top_k(cost, k: int):
 
 
 @jax.named_scope("behaviour_features")
-def features(inp: BehaviourInput, cfg: BehaviourConfig) -> dict:
+def features(inp: BehaviourInput, cfg: BehaviourConfig, hide_past: jnp.ndarray | None = None) -> dict:
     """Per-agent inputs of the network, each agent in its own frame (one scene; vmap for batches).
+
+    hide_past: (N,) bool, the agents whose own past (their states before now) is hidden from them
+    (training's `past_dropout`); None: hidden from all iff `cfg.own_past` is False.
 
     Returns a dict of: self (N, H * 6 + 9); neighbours (N, K, 16) with neighbours_mask (N, K);
     points (N, Km, 6) with points_mask (N, Km); raster (N, G * MAP_CLASSES); with `cfg.signals`,
@@ -178,12 +191,17 @@ def features(inp: BehaviourInput, cfg: BehaviourConfig) -> dict:
     now_xy, now_yaw, now_v = inp.xy[:, -1], inp.yaw[:, -1], inp.speed[:, -1]
     valid_now = inp.valid[:, -1]
     # own history
+    if hide_past is None and not cfg.own_past:
+        hide_past = jnp.ones((N,), bool)
+    seen = inp.valid
+    if hide_past is not None:
+        seen = seen & ((jnp.arange(H) == H - 1)[None] | ~hide_past[:, None])
     rel = _rotate(inp.xy - now_xy[:, None], now_yaw[:, None])
     dyaw = inp.yaw - now_yaw[:, None]
     hist = jnp.concatenate(
         [rel / 10.0, jnp.cos(dyaw)[..., None], jnp.sin(dyaw)[..., None], inp.speed[..., None] / 10.0,
-         inp.valid[..., None].astype(jnp.float32)], axis=-1,
-    ) * inp.valid[..., None]  # fmt: skip
+         seen[..., None].astype(jnp.float32)], axis=-1,
+    ) * seen[..., None]  # fmt: skip
     cat = jax.nn.one_hot(inp.category, NUM_CLASSES)
     ego = inp.is_ego[:, None].astype(jnp.float32)
     own = jnp.concatenate([hist.reshape(N, H * 6), inp.size / 5.0, cat, ego, now_v[:, None] / 10.0], axis=-1)

@@ -148,9 +148,10 @@ def batch_input(batch: dict) -> BehaviourInput:
 
 def behaviour_loss(model: BehaviourModel, batch: dict, rng, cfg: BehaviourConfig):
     """Mean negative log-likelihood of the logged next step over present agents (and metrics)."""
-    del rng
     inp = batch_input(batch)
-    f = jax.vmap(lambda x: features(x, cfg))(inp)
+    # each agent of each example loses its own past with probability past_dropout (none at 0)
+    hide = jax.random.bernoulli(rng, cfg.past_dropout, inp.valid.shape[:2])
+    f = jax.vmap(lambda x, h: features(x, cfg, h))(inp, hide)
     out = model(f)
     ll = log_likelihood(out, batch["tokens"], batch["controls"], cfg)
     m = batch["target_valid"].astype(jnp.float32)

@@ -1,5 +1,7 @@
 """The behaviour model: features, heads, sampling and the open-loop rollout."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,6 +69,32 @@ def test_features_do_not_depend_on_where_the_scene_is():
     b = features(scene(shift=(100.0, -36.0)), cfg)
     for k in a:
         np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=2e-4, err_msg=k)
+
+
+def test_hidden_past_reads_as_an_agent_seen_only_now():
+    """An agent whose own past is hidden (`past_dropout` in training, `own_past=False` at
+    inference) sees itself as one that has just appeared; what the others see of it (its state and
+    acceleration as a neighbour) does not change."""
+    cfg = BehaviourConfig(signals=4)
+    s = scene()
+    hide = jnp.zeros((6,), bool).at[2].set(True)
+    hidden = features(s, cfg, hide)
+    new = s.replace(valid=s.valid.at[2, :-1].set(False))  # agent 2 seen only now
+    fresh = features(new, cfg)
+    np.testing.assert_array_equal(np.asarray(hidden["self"][2]), np.asarray(fresh["self"][2]))
+    full = features(s, cfg)
+    assert not np.array_equal(np.asarray(hidden["self"][2]), np.asarray(full["self"][2]))
+    for k in full:  # the other agents' inputs, and everything but agent 2's own past, unchanged
+        a, b = np.asarray(full[k]), np.asarray(hidden[k])
+        np.testing.assert_array_equal(np.delete(a, 2, axis=0), np.delete(b, 2, axis=0), err_msg=k)
+    np.testing.assert_array_equal(np.asarray(full["neighbours"]), np.asarray(hidden["neighbours"]))
+    # own_past=False hides every agent's past
+    blind = features(s, dataclasses.replace(cfg, own_past=False))
+    every = features(s, cfg, jnp.ones((6,), bool))
+    for k in blind:
+        np.testing.assert_array_equal(np.asarray(blind[k]), np.asarray(every[k]), err_msg=k)
+    with pytest.raises(ValueError, match="past_dropout"):
+        BehaviourConfig(past_dropout=1.0).validate()
 
 
 def test_padded_agents_do_not_change_the_others():

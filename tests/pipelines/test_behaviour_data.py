@@ -93,3 +93,28 @@ def test_training_arrays_carry_the_lights_the_world_shows(recipes):
         np.testing.assert_array_equal(a["signal_state"][:known, :S, 1], world[:known] == 1)
         seen_amber |= bool((world[:known] == 1).any())
     assert seen_amber, "no amber light in the test scenes: the amber check checked nothing"
+
+
+def test_past_dropout_hides_agents_pasts_in_training(recipes):
+    """With `past_dropout` the loss draws, from the step's key, which agents lose their own past;
+    at 0 the key changes nothing (and the loss is the no-dropout loss)."""
+    import dataclasses
+
+    import jax
+    from flax import nnx
+
+    from drivesim.model.behaviour import BehaviourConfig, BehaviourModel
+    from drivesim.model.behaviour_task import BehaviourTask, behaviour_loss, stack_scenes
+
+    data = stack_scenes([_simulate_one((r, 2, "plain")) for r in recipes])
+    cfg = BehaviourConfig(width=32, point_width=16, signals=4)
+    task = BehaviourTask(data, cfg)
+    batch = jax.tree.map(jax.numpy.asarray, next(task.batches(0, 8)))
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(0))
+    loss = jax.jit(lambda b, k, c: behaviour_loss(model, b, k, c)[0], static_argnums=2)
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    assert float(loss(batch, k1, cfg)) == float(loss(batch, k2, cfg))
+    drop = dataclasses.replace(cfg, past_dropout=0.5)
+    a, b = float(loss(batch, k1, drop)), float(loss(batch, k2, drop))
+    assert a != b and a != float(loss(batch, k1, cfg))
+    assert float(loss(batch, k1, drop)) == a  # the same key hides the same pasts
