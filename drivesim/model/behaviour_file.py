@@ -52,3 +52,18 @@ def load_behaviour(path) -> BehaviourModel:
     cfg = BehaviourConfig(**kw)
     model = nnx.eval_shape(lambda: BehaviourModel(cfg, rngs=nnx.Rngs(0)))
     return fill_params(model, data, path)
+
+
+def reconfigure(path, out, **changes) -> Path:
+    """Write the model at `path` to `out` with inference-only config fields changed (e.g.
+    `own_past=False`); the parameters are the same, so only fields that do not change their
+    shapes may change. The record notes where it came from."""
+    allowed = {"own_past"}
+    if not set(changes) <= allowed:
+        raise ValueError(f"only {sorted(allowed)} can change after training (got {sorted(changes)})")
+    model = load_behaviour(path)
+    model.cfg = dataclasses.replace(model.cfg, **changes)
+    record = json.loads(record_path(Path(path)).read_text()) if record_path(Path(path)).exists() else {}
+    record = {k: v for k, v in record.items() if k not in ("format", "kind", "config", "sha256", "provenance")}
+    record["reconfigured_from"] = {"path": str(path), "sha256": sha256_file(path), "changes": changes}
+    return save_behaviour(model, out, record)

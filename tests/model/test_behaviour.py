@@ -1,4 +1,4 @@
-"""The behaviour model: features, heads, sampling and the open-loop rollout."""
+"""The behaviour model: features, heads, sampling, the open-loop rollout and its file."""
 
 import dataclasses
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from drivesim.errors import DataError
 from drivesim.model import motion_tokens
 from drivesim.model.behaviour import (
     BehaviourConfig,
@@ -19,6 +20,7 @@ from drivesim.model.behaviour import (
     rollout,
     sample_controls,
 )
+from drivesim.model.behaviour_file import load_behaviour, reconfigure, save_behaviour
 
 
 def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
@@ -153,3 +155,23 @@ def test_a_model_that_reads_lights_sees_the_one_ahead_turn_red():
         np.asarray(old(feats(s, old_cfg))),
         np.asarray(old(feats(s.replace(signals=s.signals.at[0, 4].set(1.0)), old_cfg))),
     )
+
+
+def test_saved_model_loads_the_same_and_reconfigures(tmp_path):
+    cfg = BehaviourConfig(width=32, point_width=16, signals=4, past_dropout=0.5)
+    model = BehaviourModel(cfg, rngs=nnx.Rngs(3))
+    path = save_behaviour(model, tmp_path / "b.npz", {"note": "test"})
+    back = load_behaviour(path)
+    assert back.cfg == cfg
+    s = scene()
+    np.testing.assert_array_equal(np.asarray(model(features(s, cfg))), np.asarray(back(features(s, back.cfg))))
+    blind = load_behaviour(reconfigure(path, tmp_path / "blind.npz", own_past=False))
+    assert blind.cfg.own_past is False and blind.cfg.past_dropout == 0.5
+    a = blind(features(s, blind.cfg))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(model(features(s, cfg, jax.numpy.ones((6,), bool)))))
+    assert not np.array_equal(np.asarray(a), np.asarray(model(features(s, cfg))))
+    with pytest.raises(ValueError, match="own_past"):
+        reconfigure(path, tmp_path / "x.npz", width=64)
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(DataError, match="bad.npz"):
+        load_behaviour(tmp_path / "bad.npz")
