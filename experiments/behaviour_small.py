@@ -27,7 +27,7 @@ from drivesim.train import TrainConfig
 
 def get_config(quick: bool = False, head: str = "tokens") -> BehaviourExperiment:
     exp = BehaviourExperiment(
-        model=BehaviourConfig(head=head, signals=4, past_dropout=0.5),
+        model=BehaviourConfig(head=head, signals=4, past_dropout=0.5, own_past=False),
         data=TrafficData(edited_seeds=tuple(range(130, 145)) + tuple(range(160, 170)), pushed_seeds=tuple(range(145, 160))),
         train=TrainConfig(
             steps=8000, batch_size=32, learning_rate=1e-3, warmup_steps=200, weight_decay=1e-4,
