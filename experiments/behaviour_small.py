@@ -11,8 +11,11 @@ ego does something sudden at a random time (a hard brake or a stop, a lane chang
 `ego_edit`) and the world's traffic reacts; 600 on 15 seeds (145..159) whose cars are pushed toward
 the car ahead (`AgentPushes`) and recover by the world's rules. Simulated without cameras in about
 35 minutes on the 2-core CPU and cached under data/train/behaviour. Training: 8,000 steps of 32
-examples (24 minutes).
+examples.
 The agents see the 4 stop lines of traffic lights nearest them, red or amber now (`signals`).
+Each agent's own past is hidden in half the training examples (`past_dropout`) and always at
+inference (`own_past=False`): a model that sees its own past copies its own braking instead of
+reading the car ahead (docs/behaviour.md, "the copycat shortcut"). Training: 21 minutes alone.
 Head: motion tokens (`drivesim.model.motion_tokens`); the mixture head is the ablation
 (experiments/behaviour_mixture.py, compared in docs/behaviour.md).
 `get_config(quick=True)` shrinks everything for a smoke run of a minute.
