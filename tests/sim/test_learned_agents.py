@@ -201,25 +201,29 @@ def test_follower_brakes_when_the_ego_stops(sim_logs):
     assert min(g for g, _ in gaps["cv"]) < 2.0, gaps  # constant velocity runs into the ego
 
 
-def _expected_accel_behind(model, log, ego_speeds):
-    """The shipped model's expected acceleration (m/s^2) of the follower (agent slot 0) at T0 when
-    the ego ahead of it had `ego_speeds` (5 keyframes, 0.5 s apart, ending now) and stands where
-    the log has it now."""
+def _expected_accel_behind(model, log):
+    """The model's expected acceleration (m/s^2) of the follower (agent slot 0) at T0, as a function
+    of the ego's speeds (5 keyframes, 0.5 s apart, ending now; the ego stands where the log has it
+    now)."""
     from drivesim.model import motion_tokens
     from drivesim.model.behaviour import features
     from drivesim.sim.learned_agents import _input, init_learned
 
     handle = BehaviourHandle.of(model)
     mem, _ = jax.jit(lambda lg: init_learned(lg, T0, jax.random.key(0), handle, every=1))(log)
-    inp = _input(mem, log, T0, model.cfg.signals > 0)
-    yaw = np.asarray(inp.yaw[0])
+    inp0 = _input(mem, log, T0, model.cfg.signals > 0)
+    yaw = np.asarray(inp0.yaw[0])
     heading = np.stack([np.cos(yaw), np.sin(yaw)], -1)
-    xy = [np.asarray(inp.xy[0, -1])]
-    for k in range(3, -1, -1):  # the ego's earlier positions, consistent with its speeds
-        xy.insert(0, xy[0] - 0.25 * (ego_speeds[k] + ego_speeds[k + 1]) * heading[k])
-    inp = inp.replace(xy=inp.xy.at[0].set(np.stack(xy)), speed=inp.speed.at[0].set(jnp.asarray(ego_speeds)))
-    p = jax.nn.softmax(model(features(inp, model.cfg))[1])
-    return float(p @ jnp.asarray(motion_tokens.controls()[:, 0]))
+    accels = jnp.asarray(motion_tokens.controls()[:, 0])
+
+    def expected(ego_speeds):
+        xy = [np.asarray(inp0.xy[0, -1])]
+        for k in range(3, -1, -1):  # the ego's earlier positions, consistent with its speeds
+            xy.insert(0, xy[0] - 0.25 * (ego_speeds[k] + ego_speeds[k + 1]) * heading[k])
+        inp = inp0.replace(xy=inp0.xy.at[0].set(np.stack(xy)), speed=inp0.speed.at[0].set(jnp.asarray(ego_speeds)))
+        return float(jax.nn.softmax(model(features(inp, model.cfg))[1]) @ accels)
+
+    return expected
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped behaviour model")
@@ -242,7 +246,8 @@ def test_the_follower_reads_the_car_ahead_not_its_own_past(sim_logs):
     cruise, stopped = np.full(5, v, np.float32), np.array([v, v, max(v - 3, 0), 0, 0], np.float32)
 
     def reaction(model):
-        return _expected_accel_behind(model, log, cruise) - _expected_accel_behind(model, log, stopped)
+        expected = _expected_accel_behind(model, log)
+        return expected(cruise) - expected(stopped)
 
     assert reaction(blind(SHIPPED)) > 1.0
     v4 = SHIPPED.parents[1] / "experiments" / "results" / "ablations" / "behaviour_v4.npz"
