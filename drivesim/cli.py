@@ -71,6 +71,12 @@ def cmd_train(args) -> int:
     from drivesim.pipelines.experiment import run
 
     exp = load_experiment(args.config, args.quick)
+    from drivesim.pipelines.probe import ProbeExperiment, train_probe
+
+    if isinstance(exp, ProbeExperiment):
+        out = train_probe(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
+        print(f"trained perception probe written to {out.resolve()}")
+        return 0
     if isinstance(exp, BehaviourExperiment):
         out = train_behaviour(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
         print(f"trained behaviour model written to {out.resolve()}")
@@ -282,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--edits", default=None, help="comma-separated ego edits (default: all six)")
     w.add_argument("--no-control", action="store_true", help="skip the controllability re-simulations")
     w.add_argument("--no-layout", action="store_true", help="skip the layout-guided forecasts")
+    w.add_argument("--probe", default=None, help="perception probe file (default: the shipped data/probe_small.npz)")
+    w.add_argument("--no-probe", action="store_true", help="skip the perception probe's reads")
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=cmd_eval_wm)
 

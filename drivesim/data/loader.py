@@ -126,7 +126,7 @@ def load_log(nusc, scene_name: str, cfg: LoadConfig = LoadConfig()) -> tuple[Log
     log_rec = nusc.get("log", scene["log_token"])
     location = log_rec["location"]
     map_data, n_lanes = _map(nusc.dataroot, location, np.asarray(ego.xy)[np.asarray(ego.valid)], cfg)
-    rig, image_size = _rig(nusc, samples[0], cfg)
+    rig, image_size = sample_rig(nusc, samples[0], cfg)
     files = _camera_files(nusc, scene, samples, start_us, grid, in_scene, cfg)
     signals = Signals(**file_signals(nusc.dataroot, scene["token"], grid, cfg.max_signals))
     log = Log(time=grid.astype(np.float32), ego=ego, agents=agents, map=map_data, rig=rig, signals=signals)
@@ -359,7 +359,8 @@ def build_map_data(geoms: dict, lanes: dict, connectivity: dict, connectors: set
     )
 
 
-def _rig(nusc, sample: dict, cfg: LoadConfig) -> tuple[CameraRig, tuple[int, int]]:
+def sample_rig(nusc, sample: dict, cfg: LoadConfig) -> tuple[CameraRig, tuple[int, int]]:
+    """The six cameras of a sample, intrinsics scaled to `cfg.image_size` (or kept), and that size."""
     from pyquaternion import Quaternion
 
     intr, rot, trans = [], [], []

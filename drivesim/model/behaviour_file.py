@@ -7,14 +7,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 from flax import nnx
 
-from drivesim.atomic import write_json
-from drivesim.errors import DataError
 from drivesim.model.behaviour import BehaviourConfig, BehaviourModel
-from drivesim.model.model_file import _flat_state, _jsonable, check_record, fill_params, record_path
-from drivesim.provenance import provenance, sha256_file
+from drivesim.model.model_file import fill_params, open_module_file, record_path, save_module_file
+from drivesim.provenance import sha256_file
 
 FORMAT = 1
 KIND = "behaviour"
@@ -22,32 +19,18 @@ KIND = "behaviour"
 
 def save_behaviour(model: BehaviourModel, path, record: dict | None = None) -> Path:
     """Write the model as one .npz, atomically, and its .json record beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "kind": KIND, "config": _jsonable(dataclasses.asdict(model.cfg))}
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **_flat_state(model))
-    record_path(path).unlink(missing_ok=True)
-    tmp.replace(path)
-    meta = {**meta, "sha256": None, **_jsonable(record or {}), "provenance": provenance(checkpoint=path)}
-    meta["sha256"] = sha256_file(path)
-    write_json(record_path(path), meta)
-    return path
+    return save_module_file(model, path, KIND, FORMAT, record)
 
 
 def load_behaviour(path) -> BehaviourModel:
     """The behaviour model stored at `path` (written by `save_behaviour`)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"behaviour model {path} not found; train one (`drivesim train-behaviour`) or pass --behaviour")
-    check_record(path)
-    try:
-        data = np.load(path)
-        meta = json.loads(bytes(data["__meta__"]).decode())
-    except Exception as e:
-        raise DataError(f"{path} is not a drivesim behaviour model file ({type(e).__name__}: {e})") from None
-    if meta.get("kind") != KIND or meta.get("format") != FORMAT:
-        raise DataError(f"{path} is not a behaviour model file of format {FORMAT} (kind {meta.get('kind')!r})")
+    meta, data = open_module_file(
+        path,
+        KIND,
+        FORMAT,
+        "behaviour model",
+        "train one (`drivesim train --config experiments/behaviour_small.py`) or pass --behaviour",
+    )
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()}
     cfg = BehaviourConfig(**kw)
     model = nnx.eval_shape(lambda: BehaviourModel(cfg, rngs=nnx.Rngs(0)))

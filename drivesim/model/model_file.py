@@ -64,6 +64,39 @@ def save_world_model(model: WorldModel, path, record: dict | None = None) -> Pat
     return path
 
 
+def save_module_file(model: nnx.Module, path, kind: str, fmt: int, record: dict | None = None) -> Path:
+    """Write a module with a dataclass `cfg` (a behaviour model, a probe) as one .npz (its kind,
+    format, config and every variable), atomically, and its .json record beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": fmt, "kind": kind, "config": _jsonable(dataclasses.asdict(model.cfg))}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **_flat_state(model))
+    record_path(path).unlink(missing_ok=True)
+    tmp.replace(path)
+    meta = {**meta, "sha256": None, **_jsonable(record or {}), "provenance": provenance(checkpoint=path)}
+    meta["sha256"] = sha256_file(path)
+    write_json(record_path(path), meta)
+    return path
+
+
+def open_module_file(path, kind: str, fmt: int, what: str, hint: str):
+    """(meta, arrays) of a file written by `save_module_file`, checked against its record, kind
+    and format; `what` names it in errors and `hint` says how to get one."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} {path} not found; {hint}")
+    check_record(path)
+    try:
+        data = np.load(path)
+        meta = json.loads(bytes(data["__meta__"]).decode())
+    except Exception as e:
+        raise DataError(f"{path} is not a drivesim {what} file ({type(e).__name__}: {e})") from None
+    if meta.get("kind") != kind or meta.get("format") != fmt:
+        raise DataError(f"{path} is not a {what} file of format {fmt} (kind {meta.get('kind')!r})")
+    return meta, data
+
+
 def record_path(path) -> Path:
     """The .json record beside a model file."""
     return Path(path).with_suffix(".json")

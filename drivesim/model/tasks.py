@@ -92,20 +92,25 @@ class TokenizerTask:
         return max(1, len(self._items()) // batch_size)
 
     def batches(self, epoch: int, batch_size: int, shard: int = 0, num_shards: int = 1):
-        data = self._data()
-        items = self._items()
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(items))
-        local = batch_size // num_shards
-        for b in range(len(items) // batch_size):
-            idx = order[b * batch_size : (b + 1) * batch_size][shard * local : (shard + 1) * local]
-            sel = items[idx]
-            yield {
-                "frames": np.stack([data.arrays[s]["frames"][t] for s, t in sel]),
-                "occupancy": np.stack([data.arrays[s]["occupancy"][t] for s, t in sel]),
-            }
+        return keyframe_batches(self._data(), self.seed, epoch, batch_size, shard, num_shards)
 
     def fingerprint(self) -> dict:
         return {"task": self.name, "model": self.cfg.stage_fields()}
+
+
+def keyframe_batches(data: CacheScenes, seed: int, epoch: int, batch_size: int, shard: int = 0, num_shards: int = 1):
+    """Batches of single keyframes of every scene, shuffled per (seed, epoch): {"frames" (B, 6, H0,
+    W0, 3) uint8, "occupancy" (B, G0, G0) uint8}; this shard's share of each global batch."""
+    items = np.array([(s, t) for s, n in enumerate(data.lengths) for t in range(n)])
+    order = np.random.default_rng([seed, epoch]).permutation(len(items))
+    local = batch_size // num_shards
+    for b in range(len(items) // batch_size):
+        idx = order[b * batch_size : (b + 1) * batch_size][shard * local : (shard + 1) * local]
+        sel = items[idx]
+        yield {
+            "frames": np.stack([data.arrays[s]["frames"][t] for s, t in sel]),
+            "occupancy": np.stack([data.arrays[s]["occupancy"][t] for s, t in sel]),
+        }
 
 
 _SCENES: dict = {}

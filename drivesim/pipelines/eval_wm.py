@@ -42,6 +42,7 @@ from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
 from drivesim.model.baselines import compose, constant_velocity_occupancy, copy_last
 from drivesim.model.predict import Predictor, model_view
+from drivesim.model.probe import ProbeIou
 from drivesim.model.world import WorldModel, prepare_occupancy
 from drivesim.pipelines.forecast import record_window, synth_settings
 
@@ -84,34 +85,45 @@ def horizon_index(seconds: float) -> int:
 class Scores:
     """Occupancy and image scores of one method at every horizon."""
 
-    def __init__(self, images: bool = True):
-        self.iou = {s: IouAccumulator() for s in HORIZONS}
+    def __init__(self, images: bool = True, occupancy: bool = True):
+        self.iou = {s: IouAccumulator() for s in HORIZONS} if occupancy else None
         self.psnr = {s: [] for s in HORIZONS} if images else None
         self.ssim = {s: [] for s in HORIZONS} if images else None
+        self.probe = {s: ProbeIou() for s in HORIZONS}
+        self.probed = False
 
-    def add(self, occ_pred, occ_true, img_pred=None, img_true=None) -> None:
-        """occ (N, F, G, G); images (N, F, 6, h, w, 3) uint8."""
-        for s in HORIZONS:
+    def add(self, occ_pred, occ_true, img_pred=None, img_true=None, probe_read=None) -> None:
+        """occ (N, F, G, G); images (N, F, 6, h, w, 3) uint8; probe_read (N, len(HORIZONS), G, G, 2),
+        the probe's logits of `img_pred` at the scored horizons."""
+        for i, s in enumerate(HORIZONS):
             k = horizon_index(s)
-            self.iou[s].update(np.asarray(occ_pred)[:, k], np.asarray(occ_true)[:, k])
+            if self.iou is not None:
+                self.iou[s].update(np.asarray(occ_pred)[:, k], np.asarray(occ_true)[:, k])
             if self.psnr is not None and img_pred is not None:
                 self.psnr[s].append(np.asarray(_psnr(img_pred[:, k], img_true[:, k])))  # (N, 6)
                 self.ssim[s].append(np.asarray(_ssim(img_pred[:, k], img_true[:, k])))
+            if probe_read is not None:
+                self.probe[s].update(probe_read[:, i], np.asarray(occ_true)[:, k])
+                self.probed = True
 
     def result(self) -> dict:
-        out = {"occ_iou": {}, "agent_iou": {}, "occ_miou": {}, "occ_per_class": {}}
-        for s in HORIZONS:
+        out = {"occ_iou": {}, "agent_iou": {}, "occ_miou": {}, "occ_per_class": {}} if self.iou is not None else {}
+        for s in HORIZONS if self.iou is not None else ():
             r = self.iou[s].result()
             key = f"{s}s"
             out["occ_iou"][key] = r["occupied_iou"]
             out["agent_iou"][key] = r["iou"]
             out["occ_miou"][key] = r["miou"]
             out["occ_per_class"][key] = r["per_class"]
+        if self.probed:
+            reads = {s: self.probe[s].result() for s in HORIZONS}
+            out["probe_agent_iou"] = {f"{s}s": reads[s]["agent_iou"] for s in HORIZONS}
+            out["probe_drivable_iou"] = {f"{s}s": reads[s]["drivable_iou"] for s in HORIZONS}
         if self.psnr is not None and self.psnr[HORIZONS[0]]:
             for name, store in (("psnr", self.psnr), ("ssim", self.ssim)):
                 out[name] = {f"{s}s": float(np.concatenate(store[s]).mean()) for s in HORIZONS}
                 out[f"{name}_per_view"] = {f"{s}s": np.concatenate(store[s]).mean(0).tolist() for s in HORIZONS}
-        else:
+        elif self.iou is not None:  # a BEV-only method (constant velocity): no camera model
             for name in ("psnr", "ssim"):
                 out[name] = {f"{s}s": None for s in HORIZONS}
         return out
@@ -148,10 +160,31 @@ def constant_velocity_batch(occ_last, agents_prev, agents_last, motion_prev, fut
     return np.stack(out)
 
 
-def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=None) -> tuple[dict, dict]:
+class ProbeReader:
+    """The frozen perception probe on batches of views at the scored horizons, one compile."""
+
+    def __init__(self, probe, batch: int):
+        self.batch = batch
+        self._fn = jax.jit(lambda x: probe(x))
+
+    def __call__(self, images) -> np.ndarray:
+        """(N, F, 6, h, w, 3) uint8 (N <= batch) -> (N, len(HORIZONS), G, G, 2) logits."""
+        images = np.asarray(images)
+        if images.shape[1] > horizon_index(HORIZONS[-1]):
+            images = images[:, [horizon_index(s) for s in HORIZONS]]
+        n = len(images)
+        return np.asarray(self._fn(_pad(images, self.batch)))[:n]
+
+
+def evaluate_forecasts(
+    predictor: Predictor, data, ecfg: EvalConfig, progress=None, warp=None, probe=None
+) -> tuple[dict, dict]:
     """Forecast scores of the model and the baselines on the clips of a cache (`CacheScenes`).
 
-    Returns (report, example): the report's per-method scores and one example clip for figures.
+    `warp`: the ego-warp camera baseline (`drivesim.model.ego_warp.EgoWarp`) for the cache's rig;
+    `probe`: the perception probe (`drivesim.model.probe.Probe`), whose reads of every method's
+    frames, and of the true frames (`true_frames`), are scored against the true BEV. Either may
+    be None (skipped). Returns (report, example): the per-method scores and one example clip.
     """
     cfg = predictor.cfg
     H, F = cfg.history, cfg.future
@@ -159,9 +192,14 @@ def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=No
     if not clips:
         raise DataError(f"{data.dir}: no scene has {H + F} keyframes ({(H + F) / 2:g} s) for one clip")
     methods = {"model": Scores(), "copy_last": Scores(), "const_velocity": Scores(images=False)}
+    if warp is not None:
+        methods["ego_warp"] = Scores()
     if ecfg.layout:
         methods["model_layout"] = Scores()
     methods["reconstruction"] = Scores()
+    if probe is not None:
+        methods["true_frames"] = Scores(images=False, occupancy=False)
+    read = ProbeReader(probe, ecfg.batch) if probe is not None else (lambda images: None)
     B = ecfg.batch
     key = jax.random.key(ecfg.seed)
     example = None
@@ -182,13 +220,23 @@ def evaluate_forecasts(predictor: Predictor, data, ecfg: EvalConfig, progress=No
         args = (_pad(frames[:, :H], B), _pad(occ[:, :H], B), _pad(motion, B))
         # free-running: the context's boxes (as constant velocity gets them), no future layout
         free = predictor(*args, k, agents=_pad(agents, B), layout_on=np.zeros(B, bool))
-        methods["model"].add(free.occupancy[:n], occ_true, free.images[:n], img_true)
+        free_images = np.asarray(free.images[:n])
+        methods["model"].add(free.occupancy[:n], occ_true, free_images, img_true, read(free_images))
         if ecfg.layout:
             guided = predictor(*args, k, agents=_pad(agents, B))
             methods["model_layout"].add(guided.occupancy[:n], occ_true, guided.images[:n], img_true)
         rec_img, rec_occ = recon(_pad(frames[:, H:], B), _pad(occ[:, H:], B))
-        methods["reconstruction"].add(rec_occ[:n], occ_true, rec_img[:n], img_true)
-        methods["copy_last"].add(copy_last(occ_ctx, F), occ_true, copy_last(img_ctx, F, frame_ndim=4), img_true)
+        methods["reconstruction"].add(rec_occ[:n], occ_true, rec_img[:n], img_true, read(rec_img[:n]))
+        last_images = copy_last(img_ctx, F, frame_ndim=4)
+        methods["copy_last"].add(copy_last(occ_ctx, F), occ_true, last_images, img_true, read(last_images))
+        if warp is not None:
+            warped = warp(_pad(img_ctx[:, -1], B), _pad(motion[:, H - 1 :], B))[:n]
+            standing = constant_velocity_batch(
+                occ[:, H - 1], agents[:, H - 1], agents[:, H - 1], np.zeros_like(motion[:, 0]), motion[:, H - 1 :], cfg
+            )  # the last grid moved by the ego's motion alone: the world stands still
+            methods["ego_warp"].add(standing, occ_true, warped, img_true, read(warped))
+        if probe is not None:
+            methods["true_frames"].add(None, occ_true, probe_read=read(img_true))
         cv = constant_velocity_batch(
             occ[:, H - 1], agents[:, H - 2], agents[:, H - 1], motion[:, H - 2], motion[:, H - 1 :], cfg
         )
@@ -233,7 +281,17 @@ def chained_motion(context_last, grids, steps: int) -> np.ndarray:
     return compose(motions)[-1]
 
 
-def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, progress=None) -> dict:
+def _closer_to_edited(gen, edited, logged, upto: int) -> bool:
+    """Whether generated frames (F, 6, h, w, 3) are nearer (mean squared error over the first
+    `upto` keyframes) to the edited truth than to the logged one."""
+
+    def mse(a, b):
+        return float(np.mean((np.asarray(a[:upto], np.float32) - np.asarray(b[:upto], np.float32)) ** 2))
+
+    return mse(gen, edited) < mse(gen, logged)
+
+
+def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, progress=None, warp=None) -> dict:
     """Controllability scores on a synthetic dataroot (see the module docstring)."""
     from drivesim.synth.dataset import load_recipes, plan_for
     from drivesim.synth.world import EgoCommand, resimulate, simulate
@@ -290,6 +348,11 @@ def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, p
             gen_img = np.asarray(free.images[:n])
             lay_occ = np.asarray(guided.occupancy[:n])
             logged_truth = occ_true[names.index("logged")]
+            logged_images = img_true[names.index("logged")]
+            warped = None
+            if warp is not None:
+                ctx_img, _ = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
+                warped = warp(np.repeat(ctx_img, B, axis=0), motion[:, H - 1 :])[:n]
             logged_xy = compose(stack["ego_motion"][names.index("logged"), H - 1 : H + k3])[-1][:2]
             for i, case in enumerate(names):
                 commanded = compose(stack["ego_motion"][i, H - 1 : H + k3])[-1]
@@ -309,6 +372,9 @@ def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, p
                         "error_m": float(np.hypot(*(implied[:2] - commanded[:2]))),
                         "estimator_error_m": float(np.hypot(*(estimator[:2] - commanded[:2]))),
                         "edit_effect_m": effect, "psnr": float(psnr_acc[case][-1]),
+                        "closer_to_edited": None if case == "logged" else _closer_to_edited(gen_img[i], img_true[i], logged_images, k3 + 1),
+                        "ego_warp_closer_to_edited": None if case == "logged" or warped is None
+                        else _closer_to_edited(warped[i], img_true[i], logged_images, k3 + 1),
                     }
                 )  # fmt: skip
             if progress:
@@ -349,6 +415,19 @@ def _controllability_report(acc, pooled, psnr_acc, rows, skipped, ecfg: EvalConf
         out["logged_psnr"] = logged["psnr"]
         disp = _displacement(edited_rows, ecfg.well_posed_m)
         out.update({f"edited_{k}": v for k, v in disp.items()})
+        out["action_response"] = action_response(edited_rows)
+    return out
+
+
+def action_response(edited_rows: list[dict]) -> dict:
+    """Share of the effective edits whose generated frames are nearer the edited truth than the
+    logged truth (the model's, and the ego-warp baseline's where it ran)."""
+    out = {
+        "cases": len(edited_rows),
+        "closer_to_edited_fraction": float(np.mean([r["closer_to_edited"] for r in edited_rows])),
+    }
+    warp = [r["ego_warp_closer_to_edited"] for r in edited_rows if r["ego_warp_closer_to_edited"] is not None]
+    out["ego_warp_closer_to_edited_fraction"] = float(np.mean(warp)) if warp else None
     return out
 
 
@@ -372,12 +451,19 @@ def _displacement(rows, well_posed_m: float) -> dict:
 
 # ------------------------------------------------------------------ everything
 def evaluate(
-    model: WorldModel, cache_dir, ecfg: EvalConfig = EvalConfig(), dataroot=None, progress: bool = True
+    model: WorldModel,
+    cache_dir,
+    ecfg: EvalConfig = EvalConfig(),
+    dataroot=None,
+    progress: bool = True,
+    warp=None,
+    probe=None,
 ) -> tuple[dict, dict]:
     """The full report (the JSON `drivesim eval-wm --out` writes) and an example clip for figures.
 
     `cache_dir`: clips of the evaluation scenes (at the model's frame size); `dataroot`: the
-    synthetic dataroot they come from, for controllability (skipped, with the reason, otherwise).
+    synthetic dataroot they come from, for controllability (skipped, with the reason, otherwise);
+    `warp`, `probe`: the ego-warp baseline and the perception probe (`evaluate_forecasts`).
     """
     from drivesim.model.tasks import CacheScenes
     from drivesim.progress import bar
@@ -387,7 +473,7 @@ def evaluate(
     predictor = Predictor(model)
     clips = forecast_clips(data.lengths, cfg, ecfg.stride, ecfg.max_clips)
     with bar(not progress, "forecasting clips", len(clips)) as tick:
-        report, example = evaluate_forecasts(predictor, data, ecfg, tick)
+        report, example = evaluate_forecasts(predictor, data, ecfg, tick, warp=warp, probe=probe)
     report["config"] = dataclasses.asdict(ecfg)
     report["ratios"] = ratios(report)
     if ecfg.controllability:
@@ -405,7 +491,9 @@ def evaluate(
             n = len(load_recipes(Path(dataroot)))
             n = min(n, ecfg.max_edit_scenes or n) * len(ecfg.edit_times)
             with bar(not progress, "re-simulating edits", n) as tick:
-                report["controllability"] = evaluate_controllability(predictor, dataroot, ecfg, tick)
+                report["controllability"] = evaluate_controllability(predictor, dataroot, ecfg, tick, warp=warp)
+            if "action_response" in report["controllability"]:
+                report["action_response"] = report["controllability"]["action_response"]
         else:
             report["controllability"] = {"skipped": reason}
     else:
@@ -452,7 +540,25 @@ def targets(report: dict) -> dict:
         "miou_above_const_velocity_3s": _ge(m["occ_miou"]["3s"], cv["occ_miou"]["3s"], strict=True),
         "psnr_above_copy_last": all(_ge(a, b, strict=True) for a, b in out["psnr_above_copy_last"].values()),
     }
+    ssim_cl = {k: [m["ssim"][k], report["copy_last"]["ssim"][k]] for k in m["ssim"]}
+    out["ssim_above_copy_last"] = ssim_cl
+    met["ssim_above_copy_last"] = all(_ge(a, b, strict=True) for a, b in ssim_cl.values())
+    if "ego_warp" in report:
+        for metric in ("psnr", "ssim"):
+            pair = {k: [m[metric][k], report["ego_warp"][metric][k]] for k in m[metric]}
+            out[f"{metric}_above_ego_warp"] = pair
+            met[f"{metric}_above_ego_warp"] = all(_ge(a, b, strict=True) for a, b in pair.values())
+    if "true_frames" in report and "probe_agent_iou" in m:
+        for h, share in (("1s", 0.7), ("3s", 0.5)):
+            name = f"probe_agent_iou_{h} >= {share:g} x true frames"
+            ratio = _div(m["probe_agent_iou"][h], report["true_frames"]["probe_agent_iou"][h])
+            out[name] = ratio
+            met[name] = _ge(ratio, share)
     c = report.get("controllability", {})
+    if "action_response" in c:
+        name = "action_response_closer_to_edited >= 0.9"
+        out[name] = c["action_response"]["closer_to_edited_fraction"]
+        met[name] = _ge(out[name], 0.9)
     if "iou_ratio" in c:
         out["controllability_iou_within_10pct"] = c["iou_ratio"]
         met["controllability_iou_within_10pct"] = _ge(c["iou_ratio"], 0.9)
@@ -488,12 +594,16 @@ def eval_cache(dataroot: Path, version: str, frame_size, cache: str | None, quie
 
 
 def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None, max_clips=None, edit_scenes=None,
-            edits=None, no_control=False, no_layout=False, seed=0, quiet=False) -> dict:  # fmt: skip
+            edits=None, no_control=False, no_layout=False, seed=0, quiet=False, probe=None,
+            no_probe=False) -> dict:  # fmt: skip
     """`drivesim eval-wm`: score a world model; writes the JSON report and a figure beside it."""
     import time
 
     from drivesim.atomic import strict_json, write_json
     from drivesim.errors import DrivesimError
+    from drivesim.model.ego_warp import EgoWarp, dataroot_rig
+    from drivesim.model.probe_file import DEFAULT as DEFAULT_PROBE
+    from drivesim.model.probe_file import load_probe
     from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
     from drivesim.provenance import provenance
     from drivesim.viz.prediction import forecast_figure
@@ -512,10 +622,18 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     if max_clips is not None and max_clips < 1:
         raise DrivesimError(f"--max-clips {max_clips}: use at least 1")
     clips = eval_cache(root, version, model.cfg.frame_size, cache, quiet)
+    warp = EgoWarp(dataroot_rig(root, version, model.cfg.frame_size), model.cfg.frame_size, model.cfg.image_size)
+    probe_model = None if no_probe else load_probe(probe)
+    if probe_model is not None and (tuple(probe_model.cfg.image_size) != tuple(model.cfg.image_size)):
+        raise DrivesimError(
+            f"--probe {probe}: it reads {probe_model.cfg.image_size} views but the model makes {model.cfg.image_size}"
+        )
     ecfg = EvalConfig(max_clips=max_clips, seed=seed, controllability=not no_control, edits=chosen,
                       max_edit_scenes=edit_scenes, layout=not no_layout)  # fmt: skip
     t0 = time.perf_counter()
-    report, example = evaluate(model, clips, ecfg, dataroot=root, progress=not quiet)
+    report, example = evaluate(model, clips, ecfg, dataroot=root, progress=not quiet, warp=warp, probe=probe_model)
+    if probe_model is not None:
+        report["probe"] = str(probe or DEFAULT_PROBE)
     report["checkpoint"] = str(ckpt)
     report["dataroot"], report["version"] = str(root), version
     report["seconds"] = time.perf_counter() - t0

@@ -9,6 +9,7 @@ METHODS = {
     "model_layout": "model (layout-guided)",
     "copy_last": "copy-last",
     "const_velocity": "constant velocity",
+    "ego_warp": "ego warp (reprojection, no learning)",
     "reconstruction": "tokenizer reconstruction (ceiling)",
 }
 HORIZONS = ("1s", "2s", "3s")
@@ -32,6 +33,25 @@ def forecast_table(report: dict) -> Table:
         for metric, digits in (("occ_iou", 3), ("occ_miou", 3), ("agent_iou", 3), ("psnr", 2), ("ssim", 3)):
             cells.append(" / ".join(_fmt(r[metric][h], digits) for h in HORIZONS))
         t.add_row(label, *cells)
+    return t
+
+
+def probe_table(report: dict) -> Table | None:
+    """The perception probe's reads of each method's frames, scored against the true BEV."""
+    rows = [
+        (k, v) for k, v in {**METHODS, "true_frames": "true frames"}.items() if "probe_agent_iou" in report.get(k, {})
+    ]
+    if not rows:
+        return None
+    t = Table(title="perception probe on the frames (agent / drivable IoU against the true BEV, at 1 / 2 / 3 s)")
+    t.add_column("frames")
+    t.add_column("probe agent IoU", justify="right")
+    t.add_column("probe drivable IoU", justify="right")
+    for key, label in rows:
+        r = report[key]
+        t.add_row(
+            label, *(" / ".join(_fmt(r[m][h]) for h in HORIZONS) for m in ("probe_agent_iou", "probe_drivable_iou"))
+        )
     return t
 
 
@@ -81,7 +101,10 @@ def controllability_table(report: dict) -> Table | None:
 
 
 def eval_tables(report: dict) -> list[Table]:
-    tables = [forecast_table(report), targets_table(report)]
+    tables = [forecast_table(report)]
+    if probe_table(report) is not None:
+        tables.append(probe_table(report))
+    tables.append(targets_table(report))
     ctrl = controllability_table(report)
     if ctrl is not None:
         tables.append(ctrl)
