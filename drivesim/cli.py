@@ -71,11 +71,13 @@ def cmd_train(args) -> int:
     from drivesim.pipelines.experiment import run
 
     exp = load_experiment(args.config, args.quick)
-    from drivesim.pipelines.probe import ProbeExperiment, train_probe
+    from drivesim.pipelines.probe import CameraRefineExperiment, ProbeExperiment, train_frames
 
-    if isinstance(exp, ProbeExperiment):
-        out = train_probe(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
-        print(f"trained perception probe written to {out.resolve()}")
+    if isinstance(exp, ProbeExperiment | CameraRefineExperiment):
+        out = train_frames(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)
+        print(
+            f"trained {'perception probe' if isinstance(exp, ProbeExperiment) else 'camera refiner'} written to {out.resolve()}"
+        )
         return 0
     if isinstance(exp, BehaviourExperiment):
         out = train_behaviour(exp, Path(args.workdir), resume=args.resume, progress=not args.quiet)

@@ -154,6 +154,28 @@ def constant_velocity_occupancy(
     return out
 
 
+def constant_velocity_layouts(agents_prev, agents_last, motion_prev, future_motions, dt: float = 0.5) -> np.ndarray:
+    """The agents' boxes at each future keyframe under constant velocity, as packed rows in that
+    keyframe's ego frame: (F, A, 8) float32 (the boxes `constant_velocity_occupancy` paints).
+
+    Args as `constant_velocity_occupancy`: agents_prev, agents_last (A, 8); motion_prev (3,);
+    future_motions (F, 3)."""
+    prev = AgentLayout.from_packed(np.asarray(agents_prev, np.float64))
+    last = AgentLayout.from_packed(np.asarray(agents_last, np.float64))
+    poses = compose(future_motions)
+    valid = np.asarray(last.valid)
+    moving = valid & np.asarray(prev.valid)
+    last_xy = np.asarray(last.xy, np.float64)
+    prev_xy = _into_later_frame(np.asarray(prev.xy, np.float64), np.asarray(motion_prev, np.float64))
+    velocity = np.where(moving[:, None], (last_xy - prev_xy) / dt, 0.0)
+    rows = np.repeat(np.asarray(agents_last, np.float64)[None], len(poses), axis=0)
+    for k, pose in enumerate(poses):
+        rows[k, :, 0:2] = _into_later_frame(last_xy + dt * (k + 1) * velocity, pose)
+        rows[k, :, 2] = np.asarray(last.yaw) - pose[2]
+    rows[..., 7] = valid
+    return rows.astype(np.float32)
+
+
 def compose(motions) -> np.ndarray:
     """(F, 3) per-keyframe motions (each in the frame of the keyframe it starts from) -> (F, 3)
     float64 pose of keyframe k's ego in the frame of the keyframe before row 0."""

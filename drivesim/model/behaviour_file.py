@@ -10,7 +10,7 @@ from pathlib import Path
 from flax import nnx
 
 from drivesim.model.behaviour import BehaviourConfig, BehaviourModel
-from drivesim.model.model_file import fill_params, open_module_file, record_path, save_module_file
+from drivesim.model.model_file import load_module_file, record_path, save_module_file
 from drivesim.provenance import sha256_file
 
 FORMAT = 1
@@ -24,17 +24,11 @@ def save_behaviour(model: BehaviourModel, path, record: dict | None = None) -> P
 
 def load_behaviour(path) -> BehaviourModel:
     """The behaviour model stored at `path` (written by `save_behaviour`)."""
-    meta, data = open_module_file(
-        path,
-        KIND,
-        FORMAT,
-        "behaviour model",
+    return load_module_file(
+        path, KIND, FORMAT, "behaviour model",
         "train one (`drivesim train --config experiments/behaviour_small.py`) or pass --behaviour",
-    )
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()}
-    cfg = BehaviourConfig(**kw)
-    model = nnx.eval_shape(lambda: BehaviourModel(cfg, rngs=nnx.Rngs(0)))
-    return fill_params(model, data, path)
+        lambda cfg: BehaviourModel(BehaviourConfig(**cfg), rngs=nnx.Rngs(0)),
+    )  # fmt: skip
 
 
 def reconfigure(path, out, **changes) -> Path:

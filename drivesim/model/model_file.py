@@ -97,6 +97,15 @@ def open_module_file(path, kind: str, fmt: int, what: str, hint: str):
     return meta, data
 
 
+def load_module_file(path, kind: str, fmt: int, what: str, hint: str, make):
+    """The module stored by `save_module_file` at `path`: `make(config dict)` builds it (inside
+    `nnx.eval_shape`: shapes only), then it is filled from the file."""
+    meta, data = open_module_file(path, kind, fmt, what, hint)
+    cfg = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()}
+    model = nnx.eval_shape(lambda: make(cfg))
+    return fill_params(model, data, path)
+
+
 def record_path(path) -> Path:
     """The .json record beside a model file."""
     return Path(path).with_suffix(".json")

@@ -1,5 +1,6 @@
-"""The shipped perception probe's file: one .npz (config, parameters and the rig it was trained
-with) and a .json record beside it, as `drivesim.model.model_file`."""
+"""The shipped frame modules' files - the perception probe and the camera refiner: one .npz
+(config, parameters and the rig it was trained with) and a .json record beside it, as
+`drivesim.model.model_file`."""
 
 from __future__ import annotations
 
@@ -7,29 +8,39 @@ from pathlib import Path
 
 from flax import nnx
 
-from drivesim.model.model_file import fill_params, open_module_file, save_module_file
-from drivesim.model.probe import Probe, ProbeConfig
+from drivesim.model.model_file import load_module_file, save_module_file
 
 FORMAT = 1
-KIND = "perception_probe"
-DEFAULT = Path(__file__).resolve().parents[2] / "data" / "probe_small.npz"
+DATA = Path(__file__).resolve().parents[2] / "data"
+DEFAULT = DATA / "probe_small.npz"
 """The shipped probe (`experiments/probe_small.py`)."""
+DEFAULT_CAMERA = DATA / "camera_small.npz"
+"""The shipped camera refiner (`experiments/camera_small.py`)."""
+KINDS = {"Probe": "perception_probe", "CameraRefiner": "camera_refiner"}
 
 
-def save_probe(model: Probe, path, record: dict | None = None) -> Path:
-    return save_module_file(model, path, KIND, FORMAT, record)
+def save_frame_module(model, path, record: dict | None = None) -> Path:
+    """Write a `Probe` or a `CameraRefiner` (its kind recorded in the file)."""
+    return save_module_file(model, path, KINDS[type(model).__name__], FORMAT, record)
 
 
-def load_probe(path=None) -> Probe:
-    """The probe at `path` (default: the shipped one)."""
-    path = Path(path) if path is not None else DEFAULT
-    meta, data = open_module_file(
-        path,
-        KIND,
-        FORMAT,
-        "perception probe",
+def load_probe(path=None):
+    """The perception probe at `path` (default: the shipped one)."""
+    from drivesim.model.probe import Probe, ProbeConfig
+
+    return load_module_file(
+        Path(path) if path is not None else DEFAULT, KINDS["Probe"], FORMAT, "perception probe",
         "train one (`drivesim train --config experiments/probe_small.py`) or pass --probe",
-    )
-    cfg = ProbeConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["config"].items()})
-    model = nnx.eval_shape(lambda: Probe(cfg, rngs=nnx.Rngs(0)))
-    return fill_params(model, data, path)
+        lambda cfg: Probe(ProbeConfig(**cfg), rngs=nnx.Rngs(0)),
+    )  # fmt: skip
+
+
+def load_camera_refiner(path=None):
+    """The camera refiner at `path` (default: the shipped one)."""
+    from drivesim.model.camera_refine import CameraRefineConfig, CameraRefiner
+
+    return load_module_file(
+        Path(path) if path is not None else DEFAULT_CAMERA, KINDS["CameraRefiner"], FORMAT, "camera refiner",
+        "train one (`drivesim train --config experiments/camera_small.py`) or pass --camera",
+        lambda cfg: CameraRefiner(CameraRefineConfig(**cfg), rngs=nnx.Rngs(0)),
+    )  # fmt: skip

@@ -1,10 +1,11 @@
-"""Training the perception probe (`drivesim train --config experiments/probe_small.py`).
+"""Training the frame modules: the perception probe (`experiments/probe_small.py`) and the camera
+refiner (`experiments/camera_small.py`), each with `drivesim train --config FILE --workdir W`.
 
-`train_probe(ProbeExperiment, workdir)` makes (or reuses) the world model's training set and
-cache (true rendered frames of the training world), trains the probe with the generic loop
-(`drivesim.train`) on single keyframes, scores it on the true frames of a validation world (its
-agent and drivable IoU: the probe's own accuracy, the denominator of what eval-wm reports), and
-exports `workdir/probe.npz` (+ .json record).
+`train_frames(exp, workdir)` makes (or reuses) the world model's training set and cache (true
+rendered frames of the training world), trains the module with the generic loop
+(`drivesim.train`), scores it on a validation world (the probe: its agent and drivable IoU on true
+frames, the denominator of what eval-wm reports; the camera refiner: its PSNR beside the ego
+warp's) and exports `workdir/<name>.npz` (+ .json record).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ class ProbeExperiment:
     """The `drivesim.train.TrainConfig`."""
     validation: TrainingData | None = None
     """A set of its own seed on which the trained probe is scored (true frames)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraRefineExperiment:
+    """A camera-refiner training run."""
+
+    model: object
+    """The `drivesim.model.camera_refine.CameraRefineConfig`."""
+    data: TrainingData
+    train: object
+    validation: TrainingData | None = None
+    """A set of its own seed on which the trained refiner is scored (beside the ego warp)."""
 
 
 def probe_scores(probe, cache_dir, batch: int = 32, progress=None) -> dict:
@@ -63,39 +76,78 @@ def _pad(x, n):
     return x if len(x) == n else np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
-def train_probe(exp: ProbeExperiment, workdir, resume: bool = False, progress: bool = True) -> Path:
-    """Train the probe of `exp` in `workdir`; returns the exported file."""
+def camera_scores(model, cache_dir, batch: int = 8, max_items: int = 480) -> dict:
+    """PSNR of the refiner's frames (true future boxes) and of the ego warp against the true
+    future keyframes, over up to `max_items` evenly spread (last, future) pairs of a cache."""
+    from drivesim.model.camera_refine_task import CameraRefineTask
+
+    task = CameraRefineTask(str(cache_dir), model.cfg)
+    items = task._items()
+    pick = np.linspace(0, len(items) - 1, min(max_items, len(items))).round().astype(int)
+
+    def fn(b):
+        ref, feats = jax.vmap(model.inputs)(
+            b["last"], b["pose"], b["layout_last"], b["layout_target"], b["k"].astype(np.float32)
+        )
+        out = model.correct(ref, feats)
+        y = b["target"].astype(np.float32) / 127.5 - 1.0
+        mse = lambda a: ((a - y) ** 2).mean(axis=(1, 2, 3, 4))  # noqa: E731
+        return mse(out), mse(ref)
+
+    run = jax.jit(fn)
+    errs, refs = [], []
+    for b0 in range(0, len(pick), batch):
+        sel = items[pick[b0 : b0 + batch]]
+        b = task.batch_of(sel)
+        e, r = run(b)
+        errs.append(np.asarray(e))
+        refs.append(np.asarray(r))
+
+    def psnr(m):
+        return float(np.mean(10 * np.log10(4.0 / np.maximum(np.concatenate(m), 1e-10))))
+
+    return {"psnr": psnr(errs), "ego_warp_psnr": psnr(refs), "pairs": int(len(pick))}
+
+
+def train_frames(exp, workdir, resume: bool = False, progress: bool = True) -> Path:
+    """Train the probe or the camera refiner of `exp` in `workdir`; returns the exported file."""
     import time
 
     from drivesim import distributed
+    from drivesim.model.camera_refine_task import CameraRefineTask
     from drivesim.model.ego_warp import dataroot_rig
-    from drivesim.model.probe_file import save_probe
+    from drivesim.model.probe_file import save_frame_module
     from drivesim.model.probe_task import ProbeTask
     from drivesim.pipelines.experiment import ensure_training_data
     from drivesim.progress import bar
     from drivesim.train import load_model, train
 
+    probe = isinstance(exp, ProbeExperiment)
+    name = "probe" if probe else "camera"
     workdir = Path(workdir)
     t0 = time.time()
     cache = ensure_training_data(exp.data, exp.model.frame_size, progress=progress)
     rig = dataroot_rig(exp.data.dataroot, exp.data.version, exp.model.frame_size)
-    task = ProbeTask(str(cache), exp.model, tuple(np.asarray(a).tolist() for a in (rig.intrinsics, rig.rotation, rig.translation)),
-                     seed=exp.train.seed)  # fmt: skip
-    train(task, exp.train, workdir / "probe", resume=resume, progress=progress)
-    out = workdir / "probe.npz"
-    model = load_model(task, workdir / "probe")
+    rig = tuple(np.asarray(a).tolist() for a in (rig.intrinsics, rig.rotation, rig.translation))
+    task = (ProbeTask if probe else CameraRefineTask)(str(cache), exp.model, rig, seed=exp.train.seed)
+    train(task, exp.train, workdir / name, resume=resume, progress=progress)
+    out = workdir / f"{name}.npz"
+    model = load_model(task, workdir / name)
     if not distributed.lead():
         return out
     record = {"training": {"data": dataclasses.asdict(exp.data), "train": dataclasses.asdict(exp.train)}}
     if exp.validation is not None:
         val = ensure_training_data(exp.validation, exp.model.frame_size, progress=progress)
-        n = len(list((Path(val) / "scenes").iterdir()))
-        with bar(not progress, "probe on validation frames", n) as tick:
-            record["validation"] = {
-                **probe_scores(model, val, progress=tick),
-                "data": dataclasses.asdict(exp.validation),
-            }
-        print(f"probe on the validation world's true frames: agent IoU {record['validation']['agent_iou']:.3f}, "
-              f"drivable IoU {record['validation']['drivable_iou']:.3f}")  # fmt: skip
+        if probe:
+            n = len(list((Path(val) / "scenes").iterdir()))
+            with bar(not progress, "probe on validation frames", n) as tick:
+                scores = probe_scores(model, val, progress=tick)
+            print(f"probe on the validation world's true frames: agent IoU {scores['agent_iou']:.3f}, "
+                  f"drivable IoU {scores['drivable_iou']:.3f}")  # fmt: skip
+        else:
+            scores = camera_scores(model, val)
+            print(f"camera refiner on the validation world (true boxes): PSNR {scores['psnr']:.2f} dB, "
+                  f"ego warp {scores['ego_warp_psnr']:.2f} dB")  # fmt: skip
+        record["validation"] = {**scores, "data": dataclasses.asdict(exp.validation)}
     record["training"]["total_seconds"] = round(time.time() - t0, 1)
-    return save_probe(model, out, record)
+    return save_frame_module(model, out, record)

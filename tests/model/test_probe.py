@@ -56,10 +56,10 @@ def test_iou_bookkeeping():
 
 
 def test_file_round_trip(tmp_path):
-    from drivesim.model.probe_file import load_probe, save_probe
+    from drivesim.model.probe_file import load_probe, save_frame_module
 
     probe = Probe(ProbeConfig(lift_cells=20), rngs=nnx.Rngs(1))
-    path = save_probe(probe, tmp_path / "p.npz", {"note": "test"})
+    path = save_frame_module(probe, tmp_path / "p.npz", {"note": "test"})
     back = load_probe(path)
     x = np.random.default_rng(0).integers(0, 256, (1, 6, 32, 64, 3), dtype=np.uint8)
     np.testing.assert_allclose(np.asarray(back(x)), np.asarray(probe(x)), atol=1e-5)
