@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-layout", action="store_true", help="skip the layout-guided forecasts")
     w.add_argument("--probe", default=None, help="perception probe file (default: the shipped data/probe_small.npz)")
     w.add_argument("--no-probe", action="store_true", help="skip the perception probe's reads")
+    w.add_argument("--camera", default=None, help="camera refiner file (default: the shipped data/camera_small.npz)")
+    w.add_argument("--no-camera", action="store_true", help="skip the camera refiner's rows")
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=cmd_eval_wm)
 

@@ -23,7 +23,7 @@ def get_config(quick: bool = False, layout: bool = True) -> CameraRefineExperime
         model=CameraRefineConfig(layout=layout),
         data=TrainingData(),
         train=TrainConfig(
-            steps=1500, batch_size=8, learning_rate=2e-3, warmup_steps=100, weight_decay=1e-4,
+            steps=1000, batch_size=8, learning_rate=2e-3, warmup_steps=50, weight_decay=1e-4,
             log_every=50, checkpoint_every=250,
         ),
         validation=TrainingData(cache="data/val/cache", dataroot="data/val/synth", scenes=12, seconds=20.0, seed=2),

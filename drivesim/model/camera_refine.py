@@ -194,10 +194,10 @@ class CameraRefiner(nnx.Module):
         return jnp.clip(jnp.round((out + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-def camera_refine_loss(model: CameraRefiner, last, target, pose, layout_last, layout_target, k):
-    """L1 of the refined frame against the true one, beside the warp's own L1 (a batch of single
-    future keyframes: last, target (B, C, h, w, 3) uint8; pose (B, 3); layouts (B, A, 8); k (B,))."""
-    ref, feats = jax.vmap(model.inputs)(last, pose, layout_last, layout_target, k.astype(jnp.float32))
+def camera_refine_loss(model: CameraRefiner, ref, feats, target):
+    """L1 of the refined frame against the true one, beside the warp's own scores, on a batch of
+    single future keyframes: ref (B, C, h, w, 3) and feats (B, C, h, w, cin) from
+    `CameraRefiner.inputs`, target (B, C, h, w, 3) uint8."""
     out = model.correct(ref, feats)
     y = target.astype(jnp.float32) / 127.5 - 1.0
     loss = jnp.abs(out - y).mean()

@@ -40,7 +40,7 @@ from flax import nnx
 from drivesim.data.types import AgentLayout
 from drivesim.errors import DataError
 from drivesim.metrics.prediction import IouAccumulator, implied_motion, psnr, ssim
-from drivesim.model.baselines import compose, constant_velocity_occupancy, copy_last
+from drivesim.model.baselines import compose, constant_velocity_layouts, constant_velocity_occupancy, copy_last
 from drivesim.model.predict import Predictor, model_view
 from drivesim.model.probe import ProbeIou
 from drivesim.model.world import WorldModel, prepare_occupancy
@@ -176,15 +176,37 @@ class ProbeReader:
         return np.asarray(self._fn(_pad(images, self.batch)))[:n]
 
 
+class CameraRunner:
+    """The camera refiner on batches of clips, one compile: `(last (N, 6, h, w, 3) uint8, motion
+    (N, F, 3) from the last context keyframe, layout_last (N, A, 8), layouts (N, F, A, 8)) ->
+    (N, F, 6, h, w, 3) uint8`."""
+
+    def __init__(self, refiner, batch: int):
+        from drivesim.model.ego_warp import compose_poses
+
+        self.batch = batch
+        self._fn = jax.jit(lambda last, motion, lay0, lays: jax.vmap(refiner)(last, compose_poses(motion), lay0, lays))
+
+    def __call__(self, last, motion, layout_last, layouts) -> np.ndarray:
+        n = len(last)
+        args = [
+            _pad(np.asarray(a, np.float32 if i else np.uint8), self.batch)
+            for i, a in enumerate((last, motion, layout_last, layouts))
+        ]
+        return np.asarray(self._fn(*args))[:n]
+
+
 def evaluate_forecasts(
-    predictor: Predictor, data, ecfg: EvalConfig, progress=None, warp=None, probe=None
+    predictor: Predictor, data, ecfg: EvalConfig, progress=None, warp=None, probe=None, camera=None
 ) -> tuple[dict, dict]:
     """Forecast scores of the model and the baselines on the clips of a cache (`CacheScenes`).
 
     `warp`: the ego-warp camera baseline (`drivesim.model.ego_warp.EgoWarp`) for the cache's rig;
     `probe`: the perception probe (`drivesim.model.probe.Probe`), whose reads of every method's
     frames, and of the true frames (`true_frames`), are scored against the true BEV. Either may
-    be None (skipped). Returns (report, example): the per-method scores and one example clip.
+    be None (skipped). `camera`: the camera refiner (`drivesim.model.camera_refine`), scored on
+    constant-velocity boxes from the context (`camera_refiner`) and on the true future boxes
+    (`camera_refiner_guided`). Returns (report, example): the per-method scores and one example clip.
     """
     cfg = predictor.cfg
     H, F = cfg.history, cfg.future
@@ -197,6 +219,10 @@ def evaluate_forecasts(
     if ecfg.layout:
         methods["model_layout"] = Scores()
     methods["reconstruction"] = Scores()
+    if camera is not None:
+        methods["camera_refiner"] = Scores(occupancy=False)
+        methods["camera_refiner_guided"] = Scores(occupancy=False)
+        cam = CameraRunner(camera, ecfg.batch)
     if probe is not None:
         methods["true_frames"] = Scores(images=False, occupancy=False)
     read = ProbeReader(probe, ecfg.batch) if probe is not None else (lambda images: None)
@@ -235,6 +261,16 @@ def evaluate_forecasts(
                 occ[:, H - 1], agents[:, H - 1], agents[:, H - 1], np.zeros_like(motion[:, 0]), motion[:, H - 1 :], cfg
             )  # the last grid moved by the ego's motion alone: the world stands still
             methods["ego_warp"].add(standing, occ_true, warped, img_true, read(warped))
+        if camera is not None:
+            cv_boxes = np.stack(
+                [
+                    constant_velocity_layouts(agents[i, H - 2], agents[i, H - 1], motion[i, H - 2], motion[i, H - 1 :])
+                    for i in range(n)
+                ]
+            )
+            for name, boxes in (("camera_refiner", cv_boxes), ("camera_refiner_guided", agents[:, H:])):
+                frames_out = cam(img_ctx[:, -1], motion[:, H - 1 :], agents[:, H - 1], boxes)
+                methods[name].add(None, occ_true, frames_out, img_true, read(frames_out))
         if probe is not None:
             methods["true_frames"].add(None, occ_true, probe_read=read(img_true))
         cv = constant_velocity_batch(
@@ -291,7 +327,9 @@ def _closer_to_edited(gen, edited, logged, upto: int) -> bool:
     return mse(gen, edited) < mse(gen, logged)
 
 
-def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, progress=None, warp=None) -> dict:
+def evaluate_controllability(
+    predictor: Predictor, dataroot, ecfg: EvalConfig, progress=None, warp=None, camera=None
+) -> dict:
     """Controllability scores on a synthetic dataroot (see the module docstring)."""
     from drivesim.synth.dataset import load_recipes, plan_for
     from drivesim.synth.world import EgoCommand, resimulate, simulate
@@ -353,6 +391,19 @@ def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, p
             if warp is not None:
                 ctx_img, _ = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
                 warped = warp(np.repeat(ctx_img, B, axis=0), motion[:, H - 1 :])[:n]
+            refined = None
+            if camera is not None:  # constant-velocity boxes of the context, seen from the commanded poses
+                ctx_img, _ = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
+                lay = stack["agents"][0]
+                boxes = np.stack(
+                    [
+                        constant_velocity_layouts(lay[H - 2], lay[H - 1], stack["ego_motion"][0, H - 2], m)
+                        for m in motion[:n, H - 1 :]
+                    ]
+                )
+                refined = camera(
+                    np.repeat(ctx_img, n, axis=0), motion[:n, H - 1 :], np.repeat(lay[None, H - 1], n, axis=0), boxes
+                )
             logged_xy = compose(stack["ego_motion"][names.index("logged"), H - 1 : H + k3])[-1][:2]
             for i, case in enumerate(names):
                 commanded = compose(stack["ego_motion"][i, H - 1 : H + k3])[-1]
@@ -375,6 +426,8 @@ def evaluate_controllability(predictor: Predictor, dataroot, ecfg: EvalConfig, p
                         "closer_to_edited": None if case == "logged" else _closer_to_edited(gen_img[i], img_true[i], logged_images, k3 + 1),
                         "ego_warp_closer_to_edited": None if case == "logged" or warped is None
                         else _closer_to_edited(warped[i], img_true[i], logged_images, k3 + 1),
+                        "camera_refiner_closer_to_edited": None if case == "logged" or refined is None
+                        else _closer_to_edited(refined[i], img_true[i], logged_images, k3 + 1),
                     }
                 )  # fmt: skip
             if progress:
@@ -421,13 +474,14 @@ def _controllability_report(acc, pooled, psnr_acc, rows, skipped, ecfg: EvalConf
 
 def action_response(edited_rows: list[dict]) -> dict:
     """Share of the effective edits whose generated frames are nearer the edited truth than the
-    logged truth (the model's, and the ego-warp baseline's where it ran)."""
+    logged truth (the model's, and the ego-warp baseline's and the camera refiner's where they ran)."""
     out = {
         "cases": len(edited_rows),
         "closer_to_edited_fraction": float(np.mean([r["closer_to_edited"] for r in edited_rows])),
     }
-    warp = [r["ego_warp_closer_to_edited"] for r in edited_rows if r["ego_warp_closer_to_edited"] is not None]
-    out["ego_warp_closer_to_edited_fraction"] = float(np.mean(warp)) if warp else None
+    for name in ("ego_warp", "camera_refiner"):
+        got = [r[f"{name}_closer_to_edited"] for r in edited_rows if r.get(f"{name}_closer_to_edited") is not None]
+        out[f"{name}_closer_to_edited_fraction"] = float(np.mean(got)) if got else None
     return out
 
 
@@ -458,6 +512,7 @@ def evaluate(
     progress: bool = True,
     warp=None,
     probe=None,
+    camera=None,
 ) -> tuple[dict, dict]:
     """The full report (the JSON `drivesim eval-wm --out` writes) and an example clip for figures.
 
@@ -473,7 +528,7 @@ def evaluate(
     predictor = Predictor(model)
     clips = forecast_clips(data.lengths, cfg, ecfg.stride, ecfg.max_clips)
     with bar(not progress, "forecasting clips", len(clips)) as tick:
-        report, example = evaluate_forecasts(predictor, data, ecfg, tick, warp=warp, probe=probe)
+        report, example = evaluate_forecasts(predictor, data, ecfg, tick, warp=warp, probe=probe, camera=camera)
     report["config"] = dataclasses.asdict(ecfg)
     report["ratios"] = ratios(report)
     if ecfg.controllability:
@@ -491,7 +546,10 @@ def evaluate(
             n = len(load_recipes(Path(dataroot)))
             n = min(n, ecfg.max_edit_scenes or n) * len(ecfg.edit_times)
             with bar(not progress, "re-simulating edits", n) as tick:
-                report["controllability"] = evaluate_controllability(predictor, dataroot, ecfg, tick, warp=warp)
+                cam = CameraRunner(camera, max(len(ecfg.edits) + 1, 1)) if camera is not None else None
+                report["controllability"] = evaluate_controllability(
+                    predictor, dataroot, ecfg, tick, warp=warp, camera=cam
+                )
             if "action_response" in report["controllability"]:
                 report["action_response"] = report["controllability"]["action_response"]
         else:
@@ -595,7 +653,7 @@ def eval_cache(dataroot: Path, version: str, frame_size, cache: str | None, quie
 
 def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None, max_clips=None, edit_scenes=None,
             edits=None, no_control=False, no_layout=False, seed=0, quiet=False, probe=None,
-            no_probe=False) -> dict:  # fmt: skip
+            no_probe=False, camera=None, no_camera=False) -> dict:  # fmt: skip
     """`drivesim eval-wm`: score a world model; writes the JSON report and a figure beside it."""
     import time
 
@@ -603,7 +661,7 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     from drivesim.errors import DrivesimError
     from drivesim.model.ego_warp import EgoWarp, dataroot_rig
     from drivesim.model.probe_file import DEFAULT as DEFAULT_PROBE
-    from drivesim.model.probe_file import load_probe
+    from drivesim.model.probe_file import DEFAULT_CAMERA, load_camera_refiner, load_probe
     from drivesim.pipelines.defaults import console, load_model_file, resolve_dataroot
     from drivesim.provenance import provenance
     from drivesim.viz.prediction import forecast_figure
@@ -624,6 +682,7 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     clips = eval_cache(root, version, model.cfg.frame_size, cache, quiet)
     warp = EgoWarp(dataroot_rig(root, version, model.cfg.frame_size), model.cfg.frame_size, model.cfg.image_size)
     probe_model = None if no_probe else load_probe(probe)
+    camera_model = None if no_camera else load_camera_refiner(camera)
     if probe_model is not None and (tuple(probe_model.cfg.image_size) != tuple(model.cfg.image_size)):
         raise DrivesimError(
             f"--probe {probe}: it reads {probe_model.cfg.image_size} views but the model makes {model.cfg.image_size}"
@@ -631,9 +690,13 @@ def eval_wm(out, dataroot=None, version="v1.0-mini", checkpoint=None, cache=None
     ecfg = EvalConfig(max_clips=max_clips, seed=seed, controllability=not no_control, edits=chosen,
                       max_edit_scenes=edit_scenes, layout=not no_layout)  # fmt: skip
     t0 = time.perf_counter()
-    report, example = evaluate(model, clips, ecfg, dataroot=root, progress=not quiet, warp=warp, probe=probe_model)
+    report, example = evaluate(
+        model, clips, ecfg, dataroot=root, progress=not quiet, warp=warp, probe=probe_model, camera=camera_model
+    )
     if probe_model is not None:
         report["probe"] = str(probe or DEFAULT_PROBE)
+    if camera_model is not None:
+        report["camera"] = str(camera or DEFAULT_CAMERA)
     report["checkpoint"] = str(ckpt)
     report["dataroot"], report["version"] = str(root), version
     report["seconds"] = time.perf_counter() - t0

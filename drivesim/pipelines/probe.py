@@ -81,25 +81,22 @@ def camera_scores(model, cache_dir, batch: int = 8, max_items: int = 480) -> dic
     future keyframes, over up to `max_items` evenly spread (last, future) pairs of a cache."""
     from drivesim.model.camera_refine_task import CameraRefineTask
 
-    task = CameraRefineTask(str(cache_dir), model.cfg)
+    rig = tuple(np.asarray(a).tolist() for a in (model.rig().intrinsics, model.rig().rotation, model.rig().translation))
+    task = CameraRefineTask(str(cache_dir), model.cfg, rig)
     items = task._items()
     pick = np.linspace(0, len(items) - 1, min(max_items, len(items))).round().astype(int)
 
-    def fn(b):
-        ref, feats = jax.vmap(model.inputs)(
-            b["last"], b["pose"], b["layout_last"], b["layout_target"], b["k"].astype(np.float32)
-        )
+    def fn(ref, feats, target):
         out = model.correct(ref, feats)
-        y = b["target"].astype(np.float32) / 127.5 - 1.0
+        y = target.astype(np.float32) / 127.5 - 1.0
         mse = lambda a: ((a - y) ** 2).mean(axis=(1, 2, 3, 4))  # noqa: E731
         return mse(out), mse(ref)
 
     run = jax.jit(fn)
     errs, refs = [], []
     for b0 in range(0, len(pick), batch):
-        sel = items[pick[b0 : b0 + batch]]
-        b = task.batch_of(sel)
-        e, r = run(b)
+        b = task.training_batch(items[pick[b0 : b0 + batch]])
+        e, r = run(b["ref"], b["feats"], b["target"])
         errs.append(np.asarray(e))
         refs.append(np.asarray(r))
 

@@ -10,6 +10,8 @@ METHODS = {
     "copy_last": "copy-last",
     "const_velocity": "constant velocity",
     "ego_warp": "ego warp (reprojection, no learning)",
+    "camera_refiner": "camera refiner (constant-velocity boxes)",
+    "camera_refiner_guided": "camera refiner (true boxes, guided)",
     "reconstruction": "tokenizer reconstruction (ceiling)",
 }
 HORIZONS = ("1s", "2s", "3s")
@@ -31,7 +33,7 @@ def forecast_table(report: dict) -> Table:
         r = report[key]
         cells = []
         for metric, digits in (("occ_iou", 3), ("occ_miou", 3), ("agent_iou", 3), ("psnr", 2), ("ssim", 3)):
-            cells.append(" / ".join(_fmt(r[metric][h], digits) for h in HORIZONS))
+            cells.append(" / ".join(_fmt(r[metric][h], digits) for h in HORIZONS) if metric in r else "-")
         t.add_row(label, *cells)
     return t
 

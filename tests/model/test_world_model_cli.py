@@ -75,6 +75,17 @@ def test_eval_wm_writes_the_documented_report(trained, tiny_dataroot, tmp_path, 
     assert set(ctrl["per_edit"]) <= {"logged", "brake", "accelerate"} and "logged" in ctrl["per_edit"]
     assert all(np.isfinite(c["commanded_xy"]).all() for c in ctrl["cases"])
     assert "met" in report["targets"] and out.with_suffix(".png").exists()
+    # the camera baselines and judges: ego warp, the perception probe's reads, the action response
+    assert set(report["ego_warp"]["psnr"]) == {"1s", "2s", "3s"} and report["ego_warp"]["psnr"]["1s"] > 5
+    for method in ("model", "ego_warp", "true_frames", "camera_refiner", "camera_refiner_guided"):
+        for metric in ("probe_agent_iou", "probe_drivable_iou"):
+            assert set(report[method][metric]) == {"1s", "2s", "3s"}, (method, metric)
+            assert all(0.0 <= v <= 1.0 for v in report[method][metric].values() if v == v), (method, metric)
+    assert report["true_frames"]["probe_drivable_iou"]["1s"] > 0.3  # the shipped probe reads true frames
+    assert set(report["camera_refiner"]["psnr"]) == {"1s", "2s", "3s"}
+    if "action_response" in report:
+        assert 0.0 <= report["action_response"]["closer_to_edited_fraction"] <= 1.0
+    assert "psnr_above_ego_warp" in report["targets"]["met"]
     assert "forecasts on 3 clips" in capsys.readouterr().out
 
 
