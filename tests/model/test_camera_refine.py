@@ -4,6 +4,7 @@ constant-velocity layout moves boxes as the occupancy baseline paints them."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from drivesim.model.baselines import constant_velocity_layouts, constant_velocity_occupancy
@@ -71,3 +72,28 @@ def test_constant_velocity_layouts_match_the_occupancy_baseline():
     rows = np.nonzero(grids[1] == 5)[0]
     centre_x = 40 - (rows.mean() + 0.5)
     assert abs(centre_x - boxes[1, 0, 0]) < 0.6
+
+
+@pytest.mark.slow
+def test_the_shipped_refiner_beats_the_warp_on_unseen_scenes(tiny_dataroot, tiny_config):
+    from drivesim.metrics.prediction import psnr
+    from drivesim.model.config import WorldModelConfig
+    from drivesim.model.ego_warp import compose_poses
+    from drivesim.model.predict import model_view
+    from drivesim.model.probe_file import load_camera_refiner
+    from drivesim.pipelines.forecast import scene_arrays
+
+    refiner = load_camera_refiner()
+    cfg = WorldModelConfig()
+    warp = EgoWarp(refiner.rig(), cfg.frame_size, cfg.image_size)
+    run = nnx.jit(lambda m, last, motion, lay0, lays: m(last, compose_poses(motion), lay0, lays))
+    ours, base = [], []
+    for scene in ("scene-0001", "scene-0002", "scene-0003"):
+        clip = scene_arrays(tiny_dataroot, tiny_config.version, scene, cfg.frame_size)
+        images, _ = model_view(clip["frames"], clip["occupancy"], cfg)
+        for t in range(3, len(images) - 2, 2):
+            motion = clip["ego_motion"][t : t + 2]
+            out = np.asarray(run(refiner, images[t], motion, clip["agents"][t], clip["agents"][t + 1 : t + 3]))
+            ours.append(np.mean(psnr(out[1], images[t + 2])))
+            base.append(np.mean(psnr(warp(images[t][None], motion[None])[0, 1], images[t + 2])))
+    assert np.mean(ours) > np.mean(base) + 0.3, (np.mean(ours), np.mean(base))

@@ -80,11 +80,15 @@ def test_controllability_headline_pools_only_effective_edits():
                 "error_m": err, "estimator_error_m": 0.1, "edit_effect_m": effect, "psnr": 20.0}  # fmt: skip
 
     rows = [row("logged", 0.0, 0.3), row("brake", 4.0, 0.5), row("turn_left", 0.0, 7.0)]
+    rows[1]["closer_to_edited"], rows[2]["closer_to_edited"] = True, False
     psnr = {c: [20.0] for c in acc}
     out = _controllability_report(acc, effective, psnr, rows, [], ecfg)
     assert out["iou_ratio"] == pytest.approx(0.6 / 0.8) and out["edited_cases"] == 1
     assert out["edited_displacement_error_3s_m"] == pytest.approx(0.5)  # turn_left did nothing: not scored
     assert out["per_edit"]["turn_left"]["effective_cases"] == 0 and out["per_edit"]["brake"]["effective_cases"] == 1
+    # the action response counts the effective edits only (turn_left moved nothing)
+    assert out["action_response"]["closer_to_edited_fraction"] == 1.0 and out["action_response"]["cases"] == 1
+    assert out["action_response"]["ego_warp_closer_to_edited_fraction"] is None
 
 
 def test_targets_pass_and_fail():
@@ -109,6 +113,19 @@ def test_targets_pass_and_fail():
         "miou_above_const_velocity_3s": True, "psnr_above_copy_last": True,
         "controllability_iou_within_10pct": True, "displacement_error_3s_m < 1": True,
     }  # fmt: skip
+    # the camera targets: above the ego warp, the probe's read against its read of the truth, the action response
+    report["ego_warp"] = method((0.1, 0.1, 0.1), (21, 18, 16))
+    report["model"]["probe_agent_iou"] = {"1s": 0.30, "2s": 0.2, "3s": 0.10}
+    report["true_frames"] = {"probe_agent_iou": {"1s": 0.40, "2s": 0.4, "3s": 0.30}}
+    report["controllability"]["action_response"] = {"closer_to_edited_fraction": 0.95}
+    met = targets(report)["met"]
+    assert met["probe_agent_iou_1s >= 0.7 x true frames"] and not met["probe_agent_iou_3s >= 0.5 x true frames"]
+    assert not met["psnr_above_ego_warp"] and met["action_response_closer_to_edited >= 0.9"]
+    report["ego_warp"]["psnr"]["1s"] = 19
+    assert targets(report)["met"]["psnr_above_ego_warp"]
+    for k in ("ego_warp", "true_frames"):
+        del report[k]
+    del report["model"]["probe_agent_iou"], report["controllability"]["action_response"]
     report["model"]["psnr"]["3s"] = 16.0
     report["model"]["occ_miou"]["2s"] = 0.28
     report["controllability"]["iou_ratio"] = 0.85
