@@ -179,13 +179,18 @@ class ProbeReader:
 class CameraRunner:
     """The camera refiner on batches of clips, one compile: `(last (N, 6, h, w, 3) uint8, motion
     (N, F, 3) from the last context keyframe, layout_last (N, A, 8), layouts (N, F, A, 8)) ->
-    (N, F, 6, h, w, 3) uint8`."""
+    (N, F, 6, h, w, 3) uint8`. Clips run one after another (`lax.map`): ray-casting every box into
+    every pixel of a whole batch at once would hold gigabytes."""
 
     def __init__(self, refiner, batch: int):
         from drivesim.model.ego_warp import compose_poses
 
         self.batch = batch
-        self._fn = jax.jit(lambda last, motion, lay0, lays: jax.vmap(refiner)(last, compose_poses(motion), lay0, lays))
+        self._fn = jax.jit(
+            lambda last, motion, lay0, lays: jax.lax.map(
+                lambda a: refiner(a[0], compose_poses(a[1]), a[2], a[3]), (last, motion, lay0, lays)
+            )
+        )
 
     def __call__(self, last, motion, layout_last, layouts) -> np.ndarray:
         n = len(last)
