@@ -26,6 +26,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from drivesim.data.classes import OCC_CROSSING, OCC_DRIVABLE, OCC_LANE_MARKING, OCC_OBSTACLE, OCC_VEHICLE
@@ -184,7 +185,7 @@ def probe_loss(model: Probe, images, grid):
     images (N, 6, h, w, 3) uint8; grid (N, G, G) occupancy classes (the pooled 1 m grid)."""
     logits = model(images)
     y = targets(grid)
-    bce = optax_bce(logits, y)
+    bce = optax.sigmoid_binary_cross_entropy(logits, y)
     w = jnp.stack([1.0 + (model.cfg.agent_weight - 1.0) * y[..., AGENT], jnp.ones_like(y[..., AGENT])], -1)
     loss = (bce * w).mean()
     pred = logits > 0
@@ -195,12 +196,6 @@ def probe_loss(model: Probe, images, grid):
         union = (pred[..., ch] | t).sum()
         metrics[name] = inter / jnp.maximum(union, 1)
     return loss, metrics
-
-
-def optax_bce(logits, labels):
-    import optax
-
-    return optax.sigmoid_binary_cross_entropy(logits, labels)
 
 
 class ProbeIou:

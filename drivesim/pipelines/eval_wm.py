@@ -386,7 +386,7 @@ def evaluate_controllability(
             free = predictor(ctx_frames, ctx_occ, motion, k, agents=layout, layout_on=np.zeros(B, bool))
             guided = predictor(ctx_frames, ctx_occ, motion, k, agents=layout)
             img_true, occ_true = model_view(frames[:, H:], occ[:, H:], cfg)
-            _, ctx_view = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
+            ctx_img, ctx_view = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
             gen_occ = np.asarray(free.occupancy[:n])
             gen_img = np.asarray(free.images[:n])
             lay_occ = np.asarray(guided.occupancy[:n])
@@ -394,11 +394,9 @@ def evaluate_controllability(
             logged_images = img_true[names.index("logged")]
             warped = None
             if warp is not None:
-                ctx_img, _ = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
                 warped = warp(np.repeat(ctx_img, B, axis=0), motion[:, H - 1 :])[:n]
             refined = None
             if camera is not None:  # constant-velocity boxes of the context, seen from the commanded poses
-                ctx_img, _ = model_view(frames[:1, H - 1], occ[:1, H - 1], cfg)
                 lay = stack["agents"][0]
                 boxes = np.stack(
                     [
