@@ -18,6 +18,7 @@ def _layout(rows):
     return out
 
 
+@pytest.mark.slow
 def test_a_box_ahead_is_drawn_in_the_front_view_at_its_depth():
     model = CameraRefiner(CameraRefineConfig(), rngs=nnx.Rngs(0))
     cfg = model.cfg
@@ -48,6 +49,7 @@ def test_held_boxes_seen_from_a_new_pose():
     np.testing.assert_allclose(moved[0, 3:], layout[0, 3:])
 
 
+@pytest.mark.slow
 def test_an_untrained_refiner_is_the_ego_warp():
     model = CameraRefiner(CameraRefineConfig(), rngs=nnx.Rngs(0))  # its output layer starts at zero
     cfg = model.cfg

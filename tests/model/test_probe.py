@@ -28,6 +28,7 @@ def test_labels():
     assert y[:, 1].tolist() == [0, 1, 0, 1, 1, 0, 0]
 
 
+@pytest.mark.slow
 def test_the_lift_puts_a_views_evidence_where_that_view_looks():
     cfg = ProbeConfig(lift_cells=20, bev_size=80)
     probe = Probe(cfg, rngs=nnx.Rngs(0))
