@@ -253,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same as --compare kinematic (kept for old scripts)",
     )
     b.add_argument(
+        "--cameras",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give planners the six camera views: the truth engine renders the world, the world model draws them "
+        "with its camera refiner (default: on when a chosen planner reads them, e.g. camera_pdm)",
+    )
+    b.add_argument("--camera-refiner", default=None, help="world-model engine: camera refiner file (default: the shipped one)")
+    b.add_argument(
+        "--camera-views",
+        default="refiner",
+        choices=["refiner", "warp"],
+        help="world-model engine: the views planners see: the camera refiner's (the default), or the ego warp alone "
+        "(the ablation without the learned part)",
+    )
+    b.add_argument(
         "--score",
         default="pdms",
         choices=["pdms", "epdms"],

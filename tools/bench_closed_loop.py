@@ -7,7 +7,8 @@ One world-model step = one predicted frame = 0.5 s of simulated time = `keyframe
 steps of 0.1 s, with the behaviour model's agents (`--agents learned`, the default: they choose
 their next 0.5 s, then the world model renders them), each sim step with the IDM planner, the tracker and the PDMS step terms computed from the
 prediction (`wm_pdms_terms`); then the model samples the next frame (flow matching) and decodes
-its BEV grid, and, with `decode_cameras`, its six camera views (both settings are measured).
+its BEV grid, and, with cameras, its six camera views drawn by the camera refiner from the
+behaviour model's layout (`WMConfig.cameras="refiner"`; with and without are both measured).
 Timed: jit(vmap(reset -> rollout -> evaluate)) over a batch of scenarios (the synthetic mini set
 of `drivesim bench`, repeated to fill the batch), compiled once per shape (compile time reported
 apart), the median of `--repeats` runs after one warm-up run. `reset` (encoding the four context
@@ -16,7 +17,7 @@ of reset + rollout - time of reset alone) / frames, the wall time of one batched
 step. The reference engine runs the same scenarios, planner, agents, horizon and score terms
 (`pdms_terms`), one compiled program likewise: with learned agents, the behaviour model with exact
 boxes and no world model. The final frame's images leave the compiled program (a checksum), so XLA
-cannot drop the camera decoder as dead code.
+cannot drop the cameras as dead code.
 
 The machine may be shared: the load average is recorded before and after every measurement.
 Prints a table and writes experiments/results/bench_closed_loop.json.
@@ -155,7 +156,9 @@ def main() -> int:
     sset = load_scenario_set(dataroot, args.version, bench, count=max(batches), routes_first=True)
     names, stacked, scenarios = sset.names, sset.stacked, sset.scenarios
     model = load_world_model(args.checkpoint)
-    handle = wm_engine.ModelHandle.of(model)
+    from drivesim.model.probe_file import load_camera_refiner
+
+    handle = wm_engine.ModelHandle.of(model, load_camera_refiner())
     contexts = load_contexts(dataroot, args.version, scenarios, model.cfg.frame_size, model.cfg.history)
     con.print(
         f"{Path(args.checkpoint).name} on {jax.default_backend()}: {len(scenarios)} distinct scenarios of "
@@ -181,7 +184,7 @@ def main() -> int:
             final, tr = wm_engine.rollout(h, state, planner, params, horizon, key, cfg, terms_fn)
             trace = tr.as_trace()
             scores = evaluate(state.base, trace, horizon, bench.metrics)
-            # the last frame's views leave the program: the camera decoder cannot be dropped as dead code
+            # the last frame's views leave the program: the cameras cannot be dropped as dead code
             return scores.pdms, tr.ego.xy, jnp.sum(final.images, dtype=jnp.int32)
 
         def reset_only(h, log, t0, ctx, key):
@@ -256,8 +259,8 @@ def main() -> int:
                   f"(compile {compile_s:.1f} s)")  # fmt: skip
     ref_by_batch = {r["batch"]: r for r in results["reference"]}
 
-    for decode in (True, False):
-        cfg = wm_engine.WMConfig(sim=sim, decode_cameras=decode, layout=True)
+    for cams in ("refiner", "off"):
+        cfg = wm_engine.WMConfig(sim=sim, cameras=cams, layout=True)
         full_fn, reset_fn = wm_program(cfg)
         for n in batches:
             lg, t0, ctx, keys = batch_of(n)
@@ -270,7 +273,7 @@ def main() -> int:
             step_sec = max(sec - reset_sec, 0.0) / frames
             ref = ref_by_batch[n]
             row = {
-                "decode_cameras": decode,
+                "cameras": cams,
                 "batch": n,
                 "compile_seconds": compile_s,
                 "reset_compile_seconds": reset_compile_s,
@@ -292,17 +295,17 @@ def main() -> int:
             }
             results["world_model"].append(row)
             con.print(
-                f"world model  batch {n:>2} ({'6 views + BEV' if decode else 'BEV only'}): {step_sec:.3f} s / step, "
+                f"world model  batch {n:>2} ({'6 views + BEV' if cams != 'off' else 'BEV only'}): {step_sec:.3f} s / step, "
                 f"{row['sim_steps_per_second']:.1f} scenario sim-steps/s (compile {compile_s:.1f} s)"
             )
 
     results["load_average_at_end"] = load_average()
     results["process_peak_rss_bytes"] = peak_rss_bytes()
-    b8 = next((r for r in results["world_model"] if r["decode_cameras"] and r["batch"] == 8), None)
+    b8 = next((r for r in results["world_model"] if r["cameras"] != "off" and r["batch"] == 8), None)
     if b8 is not None:
         results["batch8_six_views_step_under_1s"] = b8["seconds_per_frame_step"] < 1.0
         results["batch8_six_views_step_under_0.5s"] = b8["seconds_per_frame_step"] <= 0.5
-        bev8 = next((r for r in results["world_model"] if not r["decode_cameras"] and r["batch"] == 8), None)
+        bev8 = next((r for r in results["world_model"] if r["cameras"] == "off" and r["batch"] == 8), None)
         if bev8 is not None and bev8["seconds_per_frame_step"]:
             results["batch8_bev_only_speedup"] = b8["seconds_per_frame_step"] / bev8["seconds_per_frame_step"]
 
@@ -322,7 +325,7 @@ def main() -> int:
         )  # fmt: skip
     for r in results["world_model"]:
         table.add_row(
-            "WM 6 views + BEV" if r["decode_cameras"] else "WM BEV only", str(r["batch"]),
+            "WM 6 views + BEV" if r["cameras"] != "off" else "WM BEV only", str(r["batch"]),
             f"{r['compile_seconds']:.1f}", f"{r['seconds_per_rollout']:.3f}", f"{r['reset_seconds']:.3f}",
             f"{r['seconds_per_frame_step']:.3f}", f"{r['scenario_frames_per_second']:.2f}",
             f"{r['sim_steps_per_second']:.1f}", f"{r['slowdown_vs_reference']:.0f}",

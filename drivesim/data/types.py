@@ -420,6 +420,21 @@ class Route:
 
 
 @struct.dataclass
+class CameraView:
+    """The six camera views a planner may read, and the ego pose they were taken at.
+
+    Attributes:
+      images: (..., 6, h, w, 3) uint8 views (the world model's centre crops, the rig's order).
+      xy: (..., 2) and yaw: (...,) the ego pose (global frame) of the views: the last keyframe's
+        (views come at 2 Hz; between keyframes the ego has moved on).
+    """
+
+    images: jnp.ndarray
+    xy: jnp.ndarray
+    yaw: jnp.ndarray
+
+
+@struct.dataclass
 class Observation:
     """What a planner sees. The same structure under every engine.
 
@@ -439,6 +454,8 @@ class Observation:
       expert_yaw: (K,)
       signals: the traffic lights now (`Signals` with `red` (S,)); `known` False where the data
         has no light states.
+      cameras: the camera views (`CameraView`) where the engine is asked for them (the world-model
+        engine with `WMConfig.cameras`, the truth engine with `TruthConfig.cameras`), else None.
     """
 
     time: jnp.ndarray
@@ -453,3 +470,4 @@ class Observation:
     expert: jnp.ndarray
     expert_yaw: jnp.ndarray
     signals: Signals
+    cameras: CameraView | None = None

@@ -3,6 +3,7 @@ print the leaderboard and write results.json, the CSV and the figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,19 +13,22 @@ from drivesim.progress import bar
 
 
 def load_planners(names: str | None, module: str | None) -> dict:
-    """Built-in planners by comma-separated name (default: all), plus a user planner `pkg.mod:factory`."""
+    """Built-in planners by comma-separated name (default: all but the camera planners, which need
+    cameras on), plus a user planner `pkg.mod:factory`."""
     import importlib
 
     from drivesim.planners.builtin import BUILTIN
+    from drivesim.planners.camera import camera_planners
 
+    known = {**BUILTIN, **camera_planners()}
     planners = {}
     wanted = list(BUILTIN) if not names else [n.strip() for n in names.split(",") if n.strip()]
     if module and not names:
         wanted = []
     for n in wanted:
-        if n not in BUILTIN:
-            raise DrivesimError(f"unknown planner {n!r}; built-in planners: {', '.join(BUILTIN)}")
-        planners[n] = BUILTIN[n]
+        if n not in known:
+            raise DrivesimError(f"unknown planner {n!r}; built-in planners: {', '.join(known)}")
+        planners[n] = known[n]
     if module:
         mod_name, _, attr = module.partition(":")
         if not attr:
@@ -117,13 +121,18 @@ LAYOUTS = ("free", "guided", "grid")
 def bench(
     out, dataroot=None, version="v1.0-mini", planners=None, planner_module=None, engine="kinematic", agents=None,
     scenarios=None, horizon=8.0, replan_every=1, batch=16, seed=0, checkpoint=None, layout="free", samples=2,
-    drivable="map", compare=None, compare_reference=False, quiet=False, behaviour=None, score="pdms",
+    drivable="map", compare=None, compare_reference=False, quiet=False, behaviour=None, score="pdms", cameras=None,
+    camera_refiner=None, camera_views="refiner",
 ) -> dict:  # fmt: skip
     """Benchmark planners in closed loop (arguments as `drivesim bench`'s options, `horizon` in s);
     writes results.json, results.csv and figures under `out` and returns the results.
 
     `compare` ("kinematic" or "truth") also runs that engine on the same scenarios and reports the
     rank agreement (see `compare_engine`); `compare_reference=True` is `compare="kinematic"`.
+    `cameras`: give planners camera views (the truth engine renders the world, the world model
+    draws them with its camera refiner); None: on where a chosen planner reads them.
+    `camera_refiner`: its file (None: the shipped one); `camera_views` "warp": the world model's
+    views are the ego warp alone (the ablation without the learned part).
     """
     import jax
 
@@ -148,6 +157,21 @@ def bench(
             f"process(es); use a multiple of {jax.device_count()}"
         )
     chosen = load_planners(planners, planner_module)
+    from drivesim.planners.camera import reads_cameras
+
+    readers = [n for n, p in chosen.items() if reads_cameras(p)]
+    cameras = bool(readers) if cameras is None else bool(cameras)
+    if readers and not cameras:
+        raise DrivesimError(f"--no-cameras: planner(s) {', '.join(readers)} read camera views; drop them or the option")
+    if cameras and "kinematic" in (engine, compare):
+        raise DrivesimError(
+            "cameras: the kinematic engine draws no camera views; run the truth or the world-model engine "
+            f"(and compare with truth){' for ' + ', '.join(readers) if readers else ''}"
+        )
+    if camera_views not in ("refiner", "warp"):
+        raise DrivesimError(f"--camera-views {camera_views}: use refiner or warp")
+    if cameras and engine == "world-model" and layout == "grid":
+        raise DrivesimError("cameras: the camera refiner draws a layout's agents; use --layout free or guided")
     root = resolve_dataroot(dataroot, version, quiet)
     truth_cfg = None
     if "truth" in (engine, compare):
@@ -155,6 +179,8 @@ def bench(
 
         settings = require_synthetic(root)
         annotation_range = float(settings.get("annotation_range", 60.0))
+        truth_cams = {"cameras": cameras, "image_width": int(settings.get("image_width", 160)),
+                      "jpeg_quality": int(settings.get("jpeg_quality", 90))}  # fmt: skip
     steps = int(round(horizon * 10))
     if steps < 10:
         raise DrivesimError(f"--horizon {horizon}: use at least 1 s")
@@ -164,16 +190,20 @@ def bench(
         from drivesim.sim.wm_engine import WMConfig
 
         try:
-            wm_cfg = WMConfig(sim=sim, layout=layout != "grid")
+            wm_cfg = WMConfig(sim=sim, layout=layout != "grid", cameras=camera_views if cameras else "off")
         except ValueError as e:
             raise DrivesimError(f"--replan-every {replan_every}: {e}") from None
     if engine == "truth":
-        truth_cfg = TruthConfig(sim=sim, annotation_range=annotation_range)
+        truth_cfg = TruthConfig(sim=sim, annotation_range=annotation_range, **truth_cams)
     cfg = BenchConfig(horizon=steps, scenarios=scenarios, seed=seed, batch=batch, sim=sim, wm=wm_cfg,
                       samples=samples, drivable=drivable, truth=truth_cfg, score=score)  # fmt: skip
     compare_cfg = None
     if compare is not None:
         compare_cfg = compared_config(cfg, compare, annotation_range if compare == "truth" else 60.0)
+        if compare == "truth":
+            compare_cfg = dataclasses.replace(
+                compare_cfg, truth=dataclasses.replace(compare_cfg.truth, **truth_cams)
+            )
     out = Path(out)
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
     chosen_scenarios = sset.scenarios
@@ -187,6 +217,16 @@ def bench(
     sample_obs = jax.eval_shape(
         lambda lg, h: observe(reset(lg, first.t0, None, cfg.sim, h), cfg.sim), sset.logs[first.log_index], handle
     )
+    if cameras:  # the views every camera engine gives (the world model's crops)
+        import jax.numpy as jnp
+
+        from drivesim.data.types import CameraView
+        from drivesim.sim.truth_engine import TruthConfig as _Views
+
+        w, h = _Views().image_size
+        sample_obs = sample_obs.replace(cameras=CameraView(
+            images=jax.ShapeDtypeStruct((6, h, w, 3), jnp.uint8), xy=sample_obs.ego.xy, yaw=sample_obs.ego.yaw
+        ))  # fmt: skip
     for p in chosen.values():
         try:
             check_planner(p, sample_obs)
@@ -200,7 +240,12 @@ def bench(
 
         ckpt = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         wm = load_world_model(ckpt)
-        model = ModelHandle.of(wm)
+        refiner = None
+        if wm_cfg.cameras in ("refiner", "warp"):
+            from drivesim.model.probe_file import load_camera_refiner
+
+            refiner = load_camera_refiner(camera_refiner)
+        model = ModelHandle.of(wm, refiner)
         # read as the batches need them: each process reads only the scenarios it runs
         contexts = SceneContexts(root, version, chosen_scenarios, wm.cfg.frame_size, wm.cfg.history)
     scenes = truth_scenes(sset) if "truth" in (engine, compare) else None

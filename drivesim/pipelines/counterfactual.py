@@ -217,7 +217,9 @@ def run_counterfactual(
         behaviour = None
     elif behaviour is None:
         raise ValueError("agents='learned' needs the behaviour model (behaviour=BehaviourHandle.of(model))")
-    cfg = wm_engine.WMConfig(sim=sim_cfg, layout=True, decode_cameras=True)
+    # the views: the camera refiner's where the handle carries one, else the model's own latents decoded
+    cameras = "refiner" if handle.camera_graphdef is not None else "latent"
+    cfg = wm_engine.WMConfig(sim=sim_cfg, layout=True, cameras=cameras)
     metrics = MetricConfig()
     keys = jax.random.split(jax.random.key(seed), samples)
     orig_scores, orig = _run(handle, log, step0, context, LogReplay(), None, steps, keys, cfg, metrics, behaviour)
@@ -375,8 +377,11 @@ def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, datar
         from drivesim.sim.learned_agents import BehaviourHandle
 
         handle = BehaviourHandle.of(load_behaviour(behaviour or DEFAULT_BEHAVIOUR))
-    cf = run_counterfactual(wm_engine.ModelHandle.of(model), root, version, scene, t0, parsed, horizon=horizon,
-                            samples=samples, planner=planner, agents=agents, seed=seed, behaviour=handle)  # fmt: skip
+    from drivesim.model.probe_file import load_camera_refiner
+
+    wm = wm_engine.ModelHandle.of(model, load_camera_refiner())  # the views: the camera refiner's
+    cf = run_counterfactual(wm, root, version, scene, t0, parsed, horizon=horizon, samples=samples, planner=planner,
+                            agents=agents, seed=seed, behaviour=handle)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary = {**cf.summary(), "checkpoint": str(ckpt), "dataroot": str(root), "seconds": time.perf_counter() - tic}
     summary["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)

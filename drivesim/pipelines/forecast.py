@@ -9,7 +9,6 @@ dataroot the world's re-simulation of the scene under the command.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -45,21 +44,6 @@ class Forecast:
     truth_source: str | None
 
 
-def jpeg_like(frames: np.ndarray, size: tuple[int, int], quality: int = 90) -> np.ndarray:
-    """Rendered frames (..., h0, w0, 3) as a dataroot + cache would hold them: JPEG at the writer's
-    quality, decoded and resized to `size` (w, h) as `load_camera_frames` does."""
-    from PIL import Image
-
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    out = np.empty((len(flat), size[1], size[0], 3), np.uint8)
-    for i, f in enumerate(flat):
-        buf = io.BytesIO()
-        Image.fromarray(f).save(buf, format="JPEG", quality=quality)
-        with Image.open(buf) as img:
-            out[i] = np.asarray(img.convert("RGB").resize(size, Image.BILINEAR))
-    return out.reshape(*frames.shape[:-3], size[1], size[0], 3)
-
-
 def synth_settings(dataroot) -> dict | None:
     """The synthetic set's config (image width, JPEG quality ...), or None if `dataroot` is not one."""
     from drivesim.synth.dataset import RECIPE_FILE
@@ -73,6 +57,7 @@ def record_window(record, lo: int, hi: int, frame_size: tuple[int, int], image_w
     camera frames rendered as the dataroot's (same width, JPEG quality, resize)."""
     from drivesim.data.cache import CacheConfig, log_arrays
     from drivesim.data.loader import LoadConfig
+    from drivesim.synth.camera_frames import jpeg_like
     from drivesim.synth.truth import record_frames, record_log
 
     log, _ = record_log(record, LoadConfig(rate_hz=2.0, max_agents=64))

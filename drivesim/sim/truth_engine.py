@@ -28,6 +28,12 @@ rollout (its size and class written into the state's log), and only if no slot i
 left out of the observation and the scores. Agents farther than `annotation_range` from the ego are
 not observed, as the synthetic writer does not annotate them.
 
+Cameras (`TruthConfig.cameras`): the world is rendered from the six cameras of the ego where the
+engine put it, at every world-model keyframe (every `camera_every` steps: 2 Hz, the world-model
+engine's cadence), as the synthetic writer renders its logs (same renderer, width and JPEG quality,
+then resized and centre-cropped as the world model's views); planners read them in
+`Observation.cameras` (the last keyframe's, with its pose).
+
 Host-side: the world is numpy and is advanced in place, so a `TruthState` is used once (step it,
 then use the state `step` returns). The planner, the tracker, `observe` and the score terms are
 jitted once per planner / configuration (no recompiles per step or per scenario of one shape).
@@ -44,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from drivesim.data.classes import agent_class_of
-from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, SIM_DT, AgentState, Log, Observation, Trajectory
+from drivesim.data.types import EGO_REAR_AXLE_TO_CENTER, SIM_DT, AgentState, CameraView, Log, Observation, Trajectory
 from drivesim.errors import DataError
 from drivesim.sim import engine
 from drivesim.sim.dynamics import to_ego_frame, to_global
@@ -67,10 +73,23 @@ class TruthConfig:
     annotation_range: float = 60.0
     """Agents farther than this from the ego's centre (m) are not observed (nor scored), as the
     synthetic writer does not annotate them (`SynthConfig.annotation_range`)."""
+    cameras: bool = False
+    """Render the six camera views for planners that read them (`Observation.cameras`)."""
+    camera_every: int = 5
+    """Sim steps between renders (5: 2 Hz, as the world-model engine's keyframes)."""
+    image_width: int = 160
+    """Render width (px), as the dataroot's (`SynthConfig.image_width`); then JPEG at `jpeg_quality`."""
+    jpeg_quality: int = 90
+    frame_size: tuple[int, int] = (64, 36)
+    """(W0, H0) the renders are resized to (the clip cache's frames) ..."""
+    image_size: tuple[int, int] = (64, 32)
+    """... and (w, h) of their centre crops (the world model's views)."""
 
     def __post_init__(self):
         if not self.annotation_range > 0:
             raise ValueError(f"annotation_range must be positive (got {self.annotation_range})")
+        if self.camera_every < 1:
+            raise ValueError(f"camera_every must be at least 1 (got {self.camera_every})")
 
     @property
     def kinematic(self) -> SimConfig:
@@ -178,6 +197,27 @@ def world_agents(world: Traffic, uids: np.ndarray, ego_xy, ego_yaw, annotation_r
     return agents, uids, claims
 
 
+@functools.lru_cache(maxsize=4)
+def _camera_rig(width: int):
+    from drivesim.synth.rig import nuscenes_rig
+
+    return tuple(nuscenes_rig(width))
+
+
+def world_views(state: TruthState, cfg: TruthConfig) -> CameraView:
+    """The six views of the world now from the engine's ego (`TruthConfig.cameras`): rendered as
+    the writer renders, resized to `frame_size` and centre-cropped to `image_size`."""
+    from drivesim.model.ego_warp import crop_offset
+    from drivesim.synth.camera_frames import jpeg_like, render_world
+
+    ego = jax.device_get(state.sim.ego)
+    pose = (float(ego.xy[0]), float(ego.xy[1]), float(ego.yaw))
+    frames = jpeg_like(render_world(state.world, _camera_rig(cfg.image_width), pose), cfg.frame_size, cfg.jpeg_quality)
+    (w, h), (top, left) = cfg.image_size, crop_offset(cfg.frame_size, cfg.image_size)
+    images = frames[:, top : top + h, left : left + w]
+    return CameraView(images=jnp.asarray(images), xy=jnp.asarray(ego.xy), yaw=jnp.asarray(ego.yaw))
+
+
 def _claim(log: Log, claims) -> Log:
     """The log with the size and class of newly claimed slots written in."""
     if not claims:
@@ -226,8 +266,8 @@ def plan_fn(planner, cfg: SimConfig):
     frame (K + 1, 2) from the ego now, non-finite flag, the trajectory). Compiled once per planner
     and observation shape; a non-finite plan is replaced by braking in place (as `engine.rollout`)."""
 
-    def plan(params, sim: SimState, key):
-        traj = planner.plan(params, engine.observe(sim, cfg), key)
+    def plan(params, sim: SimState, key, cameras=None):
+        traj = planner.plan(params, engine.observe(sim, cfg).replace(cameras=cameras), key)
         bad = ~(jnp.all(jnp.isfinite(traj.xy)) & jnp.all(jnp.isfinite(traj.yaw)))
         xy = jnp.where(bad, jnp.zeros_like(traj.xy), traj.xy)
         plan_global = to_global(jnp.concatenate([jnp.zeros((1, 2), xy.dtype), xy]), sim.ego.xy, sim.ego.yaw)
@@ -293,8 +333,10 @@ def _world_step(state: TruthState, sim: SimState, cfg: TruthConfig) -> TruthStat
 
 
 def observe(state: TruthState, cfg: TruthConfig = TruthConfig()) -> Observation:
-    """What a planner sees now (the kinematic engine's observation of the world's agents)."""
-    return _observe_fn(cfg.kinematic)(state.sim)
+    """What a planner sees now (the kinematic engine's observation of the world's agents; with
+    `cfg.cameras`, the views rendered now)."""
+    obs = _observe_fn(cfg.kinematic)(state.sim)
+    return obs.replace(cameras=world_views(state, cfg)) if cfg.cameras else obs
 
 
 def step(state: TruthState, trajectory: Trajectory, rng=None, cfg: TruthConfig = TruthConfig()) -> TruthState:
@@ -330,8 +372,11 @@ def rollout(
     keys = jax.random.split(rng, cycles)
     egos, agents, terms = [state.sim.ego], [state.sim.agents], [terms_of(state.sim, state.sim.ego)]
     bads, valids, plans, ages = [False], [True], [], [-1]
+    views = None
     for c in range(cycles):
-        plan_global, bad, traj = plan(params, state.sim, keys[c])
+        if cfg.cameras and (views is None or (c * every) % cfg.camera_every == 0):
+            views = world_views(state, cfg)
+        plan_global, bad, traj = plan(params, state.sim, keys[c], views)
         advance = _advance_fn(kin, float(traj.dt))
         bad = bool(bad)
         kept = traj.replace(xy=jnp.zeros_like(traj.xy), yaw=jnp.zeros_like(traj.yaw)) if bad else traj

@@ -4,7 +4,7 @@
 as the clip cache holds them); `step` moves the ego with the same bicycle model and tracker as the
 reference engine; every `keyframe_steps` steps (0.5 s, the model's 2 Hz) the world model predicts
 the next keyframe's latents conditioned on the ego motion since the last keyframe, and decodes its
-BEV occupancy (camera frames only when `decode_cameras` is set). `observe` gives planners the same
+BEV occupancy (camera frames only when `cameras` asks for them). `observe` gives planners the same
 `Observation` as the reference engine, built from the prediction:
 
 - occupancy: the last predicted BEV grid, resampled into the current ego pose;
@@ -12,7 +12,17 @@ BEV occupancy (camera frames only when `decode_cameras` is set). `observe` gives
   moved by its velocity, then fitted to the predicted agent cells, its velocity re-measured; an
   agent the model drops is gone), plus static boxes for predicted agent cells no tracked agent
   explains (agents the model makes up); between keyframes they move at their velocities;
-- the map, the route and the logged ego future as the reference engine (they are the log's).
+- the map, the route and the logged ego future as the reference engine (they are the log's);
+- the camera views of the last keyframe (`cameras` "refiner" or "latent"), with the pose they were
+  taken at.
+
+Cameras (`WMConfig.cameras`): "refiner" draws each keyframe's six views with the camera refiner
+(`drivesim.model.camera_refine`: the ego-warped anchor frame, corrected where the predicted layout
+puts the agents). The anchor is the last context frame at t0; after `CameraRefineConfig.horizon`
+keyframes the latest generated frame (with its layout and pose) becomes the anchor, so the refiner
+always works within the reach it was trained for. "warp" is its stand-in without the learned part:
+the anchor warped by the ego's motion alone (`drivesim.model.ego_warp`; the ablation row). "latent"
+decodes the world model's own camera latents (its tokenizer's decoder); "off" draws nothing.
 
 Free-running (`layout=False`) the model forecasts the other agents itself. Layout-guided
 (`layout=True`) the agents come from the reference engine (log replay or IDM, `sim.agents`), and
@@ -33,8 +43,10 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from drivesim.data.classes import OCC_VEHICLE
-from drivesim.data.types import SIM_DT, AgentLayout, AgentState, EgoState, Log, Observation, Trajectory
+from drivesim.data.types import SIM_DT, AgentLayout, AgentState, CameraView, EgoState, Log, Observation, Trajectory
+from drivesim.model.camera_refine import CameraRefiner
 from drivesim.model.config import MOTION_SCALE, OCC_EXTENT
+from drivesim.model.ego_warp import crop_offset
 from drivesim.model.refine import Anchor
 from drivesim.model.world import WorldModel, layout_grid, prepare_occupancy, sample_frame
 from drivesim.sim.dynamics import to_ego_frame, to_global, wrap
@@ -51,8 +63,11 @@ class WMConfig:
     """The ego, its tracker, the route and (layout-guided) the agents: as the reference engine."""
     layout: bool = False
     """Layout-guided: the reference engine's agents condition the model. False: free-running."""
-    decode_cameras: bool = False
-    """Decode the six camera views at every keyframe (for planners or figures that read them)."""
+    cameras: str = "off"
+    """The six camera views of every keyframe (for planners or figures that read them): "off",
+    "refiner" (the camera refiner on the predicted layout: needs a refiner in the `ModelHandle` and
+    a layout, `layout=True`), "warp" (its stand-in: the ego warp of the same anchor, no learning;
+    the refiner in the handle gives the rig) or "latent" (the world model's own latents, decoded)."""
     keyframe_steps: int = 5
     """Sim steps (0.1 s) per world-model frame (the model runs at 2 Hz)."""
     block: int = 2
@@ -81,6 +96,10 @@ class WMConfig:
     choice of an earlier refiner whose reference left agents where the anchor saw them)."""
 
     def __post_init__(self):
+        if self.cameras not in ("off", "refiner", "warp", "latent"):
+            raise ValueError(f"cameras must be 'off', 'refiner', 'warp' or 'latent', got {self.cameras!r}")
+        if self.cameras in ("refiner", "warp") and not self.layout:
+            raise ValueError("the camera refiner draws the agents of a layout: cameras='refiner' needs layout=True")
         if self.agents_from not in ("refined", "decoder"):
             raise ValueError(f"agents_from must be 'refined' or 'decoder', got {self.agents_from!r}")
         if self.sim.agents in ("learned", "cv") and self.keyframe_steps != 5:
@@ -94,18 +113,44 @@ class WMConfig:
 
 @struct.dataclass
 class ModelHandle:
-    """A world model as a pytree: its graph (static) and its weights."""
+    """A world model (and, for `cameras="refiner"`, a camera refiner) as a pytree: graphs (static)
+    and weights."""
 
     graphdef: object = struct.field(pytree_node=False)
     params: object
+    camera_graphdef: object = struct.field(pytree_node=False, default=None)
+    camera_params: object = None
 
     @staticmethod
-    def of(model: WorldModel) -> ModelHandle:
+    def of(model: WorldModel, camera: CameraRefiner | None = None) -> ModelHandle:
         g, p = nnx.split(model)
-        return ModelHandle(graphdef=g, params=p)
+        cg, cp = nnx.split(camera) if camera is not None else (None, None)
+        return ModelHandle(graphdef=g, params=p, camera_graphdef=cg, camera_params=cp)
 
     def model(self) -> WorldModel:
         return nnx.merge(self.graphdef, self.params)
+
+    def camera(self) -> CameraRefiner:
+        if self.camera_graphdef is None:
+            raise ValueError("cameras='refiner' needs a camera refiner: ModelHandle.of(model, camera=refiner)")
+        return nnx.merge(self.camera_graphdef, self.camera_params)
+
+
+@struct.dataclass
+class CameraAnchor:
+    """The frame the camera refiner warps from (`cameras="refiner"`).
+
+    Attributes:
+      views: (6, h, w, 3) uint8; xy: (2,), yaw: () the ego pose they were taken at (global);
+      layout: (A, 8) packed agent boxes at that keyframe, in its ego frame;
+      age: () int32 keyframes drawn from it so far.
+    """
+
+    views: jnp.ndarray
+    xy: jnp.ndarray
+    yaw: jnp.ndarray
+    layout: jnp.ndarray
+    age: jnp.ndarray
 
 
 @struct.dataclass
@@ -152,7 +197,9 @@ class WMState:
       tracked: the log's agents at t0 followed through the predictions (`track_agents`).
       seen: what planners and scores see at the last keyframe: `tracked`, then the predicted
         agent cells no tracked agent explains (`unexplained_blocks`).
-      images: (6, h, w, 3) uint8 decoded views of the last keyframe (zeros unless decoded).
+      images: (6, h, w, 3) uint8 views of the last keyframe (`cfg.cameras`; "off": zeros, or the
+        last context frame with the refiner's anchor).
+      camera: the camera refiner's anchor (`CameraAnchor`; kept, unused, unless cameras="refiner").
       anchor: the BEV refiner's reference (`drivesim.model.refine.Anchor`): the last context grid
         and the logged boxes and velocities at t0 (later the model's own grid, the agents carried
         on at constant velocity), and the ego pose in its frame.
@@ -172,6 +219,7 @@ class WMState:
     seen: Seen
     images: jnp.ndarray
     anchor: Anchor
+    camera: CameraAnchor
 
 
 @struct.dataclass
@@ -184,8 +232,8 @@ class WMTrace:
       agents: the predicted agents (extrapolated between keyframes) at every step;
       grids: (K + 1, G, G) int8 the predicted grid at the start and at each later keyframe;
       key_xy: (K + 1, 2), key_yaw: (K + 1,) the ego poses of those keyframes.
-      images: (K + 1, 6, h, w, 3) uint8 the decoded views of those keyframes (the first: zeros)
-        with `decode_cameras`, else None.
+      images: (K + 1, 6, h, w, 3) uint8 the views of those keyframes (the first: the state's at
+        the start) with `cameras`, else None.
     """
 
     ego: EgoState
@@ -429,12 +477,32 @@ def reset(
     boxes = layout_boxes(tracked.agents, ag.size, ag.category, ego_xy, ego_yaw)
     anchor = Anchor.at(context.occupancy[-1], boxes, jnp.where(valid[:, None], ego_vel, 0.0))
     seen = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), tracked, extra)
-    h, w = mcfg.image_size[1], mcfg.image_size[0]
+    w, h = mcfg.image_size
+    top, left = crop_offset(mcfg.frame_size, mcfg.image_size)
+    last = jnp.asarray(context.frames[-1])[:, top : top + h, left : left + w]
+    camera = CameraAnchor(views=last, xy=ego_xy, yaw=ego_yaw, layout=boxes.packed(), age=jnp.zeros((), jnp.int32))
+    images = last if cfg.cameras in ("refiner", "warp") else jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8)
     return WMState(
         base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=jnp.asarray(H, jnp.int32),
         key_xy=ego_xy, key_yaw=ego_yaw, key_step=base.step, grid=grids[-1], tracked=tracked, seen=seen,
-        images=jnp.zeros((mcfg.cameras, h, w, 3), jnp.uint8), anchor=anchor,
+        images=images, anchor=anchor, camera=camera,
     )  # fmt: skip
+
+
+def refined_views(refiner: CameraRefiner, camera: CameraAnchor, boxes: AgentLayout, ego_xy, ego_yaw, learned=True):
+    """The camera refiner's views at ego pose (ego_xy, ego_yaw) with the agents at `boxes` (A, in
+    that ego frame), warped from the anchor -> ((6, h, w, 3) uint8, the next anchor: these views
+    once the anchor has served `refiner.cfg.horizon` keyframes, else the same one a keyframe older).
+    `learned` False: the ego warp alone (the refiner's input, uncorrected)."""
+    d = to_ego_frame(ego_xy[None], camera.xy, camera.yaw)[0]
+    pose = jnp.stack([d[0], d[1], wrap(ego_yaw - camera.yaw)])
+    k = camera.age + 1
+    ref, feats = refiner.inputs(camera.views, pose, camera.layout, boxes.packed(), k.astype(jnp.float32))
+    out = refiner.correct(ref, feats) if learned else ref
+    views = jnp.clip(jnp.round((out + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    renew = k >= refiner.cfg.horizon
+    fresh = CameraAnchor(views=views, xy=ego_xy, yaw=ego_yaw, layout=boxes.packed(), age=jnp.zeros((), jnp.int32))
+    return views, jax.tree.map(lambda a, b: jnp.where(renew, a, b), fresh, camera.replace(age=k))
 
 
 def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig()) -> WMState:
@@ -463,14 +531,20 @@ def keyframe(handle: ModelHandle, state: WMState, rng, cfg: WMConfig = WMConfig(
     plain = model.occupancy_logits(xo[0])
     grid = jnp.argmax(model.refine(plain, anchor, boxes, cfg.layout), axis=-1).astype(jnp.int32)
     anchor = anchor.renewed(grid, mcfg)
-    images = model.decode_cameras(xc[0]) if cfg.decode_cameras else state.images
+    camera = state.camera
+    if cfg.cameras in ("refiner", "warp"):
+        images, camera = refined_views(handle.camera(), camera, boxes, ego.xy, ego.yaw, cfg.cameras == "refiner")
+    elif cfg.cameras == "latent":
+        images = model.decode_cameras(xc[0])
+    else:
+        images = state.images
     given = base.agents if cfg.layout else None
     agent_grid = grid if cfg.agents_from == "refined" else jnp.argmax(plain, axis=-1).astype(jnp.int32)
     tracked, seen = read_world(agent_grid, state.tracked, ego.xy, ego.yaw, cfg, cfg.keyframe_steps * SIM_DT, given)
     return state.replace(
         cam=cam, occ=occ, motion=motion, layout=layout, count=state.count + 1,
         key_xy=ego.xy, key_yaw=ego.yaw, key_step=base.step, grid=grid, tracked=tracked, seen=seen, images=images,
-        anchor=anchor,
+        anchor=anchor, camera=camera,
     )  # fmt: skip
 
 
@@ -482,6 +556,8 @@ def observe(state: WMState, cfg: WMConfig = WMConfig()) -> Observation:
     n = obs.occupancy.grid.shape[-1]
     grid = resample(state.grid, state.key_xy, state.key_yaw, ego.xy, ego.yaw, n, cfg.sim.occupancy.extent)
     obs = obs.replace(occupancy=obs.occupancy.replace(grid=grid.astype(obs.occupancy.grid.dtype)))
+    if cfg.cameras != "off":
+        obs = obs.replace(cameras=CameraView(images=state.images, xy=state.key_xy, yaw=state.key_yaw))
     if cfg.layout:  # the agents are given (the model renders them): the planner sees them as given
         return obs
     seen = seen_now(state)
@@ -540,16 +616,16 @@ def rollout(
         b = st.base
         return (b.step, b.ego, b.agents, b.idm.s, b.idm.speed, b.idm.offset, b.learned, st.cam, st.occ, st.motion,
                 st.layout, st.count, st.key_xy, st.key_yaw, st.key_step, st.grid, st.tracked, st.seen, st.images,
-                st.anchor)  # fmt: skip
+                st.anchor, st.camera)  # fmt: skip
 
     def join(dyn) -> WMState:
         (step_, ego, agents, s_, speed, offset, learned, cam, occ, motion, layout,
-         count, key_xy, key_yaw, key_step, grid, tracked, seen, images, anchor) = dyn  # fmt: skip
+         count, key_xy, key_yaw, key_step, grid, tracked, seen, images, anchor, camera) = dyn  # fmt: skip
         idm = const.base.idm.replace(s=s_, speed=speed, offset=offset)
         base = const.base.replace(step=step_, ego=ego, agents=agents, idm=idm, learned=learned)
         return WMState(base=base, cam=cam, occ=occ, motion=motion, layout=layout, count=count, key_xy=key_xy,
                        key_yaw=key_yaw, key_step=key_step, grid=grid, tracked=tracked, seen=seen,
-                       images=images, anchor=anchor)  # fmt: skip
+                       images=images, anchor=anchor, camera=camera)  # fmt: skip
 
     def frame(carry, key):
         k_plan, k_model = jax.random.split(key)
@@ -584,7 +660,7 @@ def rollout(
         outs = jax.tree.map(lambda a: a.reshape((K,) + a.shape[2:]), outs)
         st = join(dyn)
         nxt = keyframe(handle, st.replace(base=resample_agents(st.base, cfg.sim)), k_model, cfg)
-        images = nxt.images if cfg.decode_cameras else None
+        images = nxt.images if cfg.cameras != "off" else None
         return split(nxt), (outs, nxt.grid.astype(jnp.int8), nxt.key_xy, nxt.key_yaw, images)
 
     keys = jax.random.split(rng, cycles)

@@ -253,6 +253,7 @@ def test_consistent_plans_agree_and_flip_flopping_plans_do_not():
     assert float(epdms.extended_comfort(xy, yaw, age, jnp.ones(T, bool), SIM_DT, CFG)) == 0.0
 
 
+@pytest.mark.slow
 def test_extended_comfort_counts_pairs_and_honours_the_cadence():
     # Replanning every 5 steps: 4 plans, 3 pairs; one bad plan spoils the two pairs it is in.
     rows, age = [], []

@@ -45,7 +45,8 @@ def scene(n=6, h=5, m=40, seed=0, shift=(0.0, 0.0)):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("head", ["tokens", pytest.param("mixture", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["tokens", "mixture"])
 def test_shapes_over_batch_dims(head):
     cfg = BehaviourConfig(head=head, width=32, point_width=16)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(0))
@@ -99,6 +100,7 @@ def test_hidden_past_reads_as_an_agent_seen_only_now():
         BehaviourConfig(past_dropout=1.0).validate()
 
 
+@pytest.mark.slow
 def test_padded_agents_do_not_change_the_others():
     cfg = BehaviourConfig(width=32, point_width=16)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(1))

@@ -26,7 +26,8 @@ def _reference(dyn, bc, bo, motion, layout, layout_on, p, key, cfg):
     return xc, xo
 
 
-@pytest.mark.parametrize("with_layout", [True, pytest.param(False, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("with_layout", [True, False])
 def test_cached_context_sampling_is_the_whole_window_loop(tiny_model_config, with_layout):
     cfg = tiny_model_config
     dyn = Dynamics(cfg, rngs=nnx.Rngs(0))

@@ -56,6 +56,7 @@ def test_iou_bookkeeping():
     assert acc.result() == pytest.approx({"agent_iou": 0.5, "drivable_iou": 1.0})
 
 
+@pytest.mark.slow
 def test_file_round_trip(tmp_path):
     from drivesim.model.probe_file import load_probe, save_frame_module
 

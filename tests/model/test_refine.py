@@ -69,6 +69,7 @@ def test_a_reanchored_grid_is_resampled_at_its_own_cells_and_does_not_grow():
     assert (fine[..., 2] == 1).sum() == 160
 
 
+@pytest.mark.slow
 def test_reference_moves_agents_at_constant_velocity_or_takes_the_given_boxes():
     grid = np.ones((160, 160), np.int64)
     car = np.array([[10.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0, 1.0]], np.float32)  # a vehicle 10 m ahead
@@ -94,6 +95,7 @@ def test_reference_moves_agents_at_constant_velocity_or_takes_the_given_boxes():
     np.testing.assert_array_equal(ref[..., 5] == 1, want)
 
 
+@pytest.mark.slow
 def test_reference_is_the_constant_velocity_baseline_where_it_knows():
     """The same agents, velocities and ego motion as `constant_velocity_occupancy`: the same
     classes wherever the reference is known."""

@@ -95,6 +95,7 @@ def test_training_arrays_carry_the_lights_the_world_shows(recipes):
     assert seen_amber, "no amber light in the test scenes: the amber check checked nothing"
 
 
+@pytest.mark.slow
 def test_past_dropout_hides_agents_pasts_in_training(recipes):
     """With `past_dropout` the loss draws, from the step's key, which agents lose their own past;
     at 0 the key changes nothing (and the loss is the no-dropout loss)."""

@@ -34,6 +34,7 @@ def test_mean_miou_is_one_for_perfect_logits():
     assert mean_miou(np.eye(9, dtype=np.float32)[truth], truth, np.zeros(9)) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_a_model_file_without_a_bias_loads_with_none(tmp_path, tiny_model_config):
     import dataclasses
 

@@ -194,6 +194,7 @@ def _plan(planner, obs):
     return np.asarray(traj.xy)
 
 
+@pytest.mark.slow
 def test_tailgater_closes_up_where_idm_keeps_its_distance(sim_logs):
     """A car 16 m ahead at the ego's own speed: IDM (1.5 s time gap) keeps back, the tailgater
     (0.4 s) closes up: after 4 s its bumper-to-bumper gap is metres shorter, and already inside the
@@ -210,6 +211,7 @@ def test_tailgater_closes_up_where_idm_keeps_its_distance(sim_logs):
     assert 0.0 < gap["tailgater"] < idm.min_gap + v * idm.headway < gap["idm"] + 1.0
 
 
+@pytest.mark.slow
 def test_assertive_keeps_its_speed_through_a_crossing_car(sim_logs):
     """A car crossing the route 14 m ahead: IDM brakes for it, the assertive planner keeps going
     (it expects the car to stop); a car standing across the road stops both."""

@@ -51,6 +51,7 @@ def test_step_moves_along_the_trajectory(sim_logs):
     assert int(nxt.step) == 1
 
 
+@pytest.mark.slow
 def test_expert_in_the_loop_reproduces_the_log(sim_logs):
     for log in sim_logs:
         scores, trace = run_jit(log, 20, LogReplay(), SimConfig(), horizon=80)

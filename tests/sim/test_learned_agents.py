@@ -227,6 +227,7 @@ def _expected_accel_behind(model, log):
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped behaviour model")
+@pytest.mark.slow
 def test_the_follower_reads_the_car_ahead_not_its_own_past(sim_logs):
     """The car 2.5 s behind the ego, cruising: when the ego ahead has just stopped, the shipped
     model, run without its own past (`own_past=False`), expects it to brake by at least 1 m/s^2

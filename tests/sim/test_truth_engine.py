@@ -65,6 +65,7 @@ def run_truth(plan, log, t0, uids, planner, horizon, world=None):
 EVALUATE = jax.jit(evaluate, static_argnums=(2,))
 
 
+@pytest.mark.slow
 def test_deterministic_and_the_ego_is_where_the_engine_says(cruise):
     plan, behind, log, uids = cruise
     world = te.world_at(plan, 0, [behind])
