@@ -259,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="give planners the six camera views: the truth engine renders the world, the world model draws them "
         "with its camera refiner (default: on when a chosen planner reads them, e.g. camera_pdm)",
     )
-    b.add_argument("--camera-refiner", default=None, help="world-model engine: camera refiner file (default: the shipped one)")
+    b.add_argument(
+        "--camera-refiner", default=None, help="world-model engine: camera refiner file (default: the shipped one)"
+    )
     b.add_argument(
         "--camera-views",
         default="refiner",

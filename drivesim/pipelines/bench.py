@@ -201,9 +201,7 @@ def bench(
     if compare is not None:
         compare_cfg = compared_config(cfg, compare, annotation_range if compare == "truth" else 60.0)
         if compare == "truth":
-            compare_cfg = dataclasses.replace(
-                compare_cfg, truth=dataclasses.replace(compare_cfg.truth, **truth_cams)
-            )
+            compare_cfg = dataclasses.replace(compare_cfg, truth=dataclasses.replace(compare_cfg.truth, **truth_cams))
     out = Path(out)
     sset = load_scenario_set(root, version, cfg, quiet=quiet)
     chosen_scenarios = sset.scenarios
@@ -269,6 +267,15 @@ def bench(
         results["config"]["behaviour"] = str(behaviour or DEFAULT_BEHAVIOUR)
     if ckpt is not None:
         results["config"]["checkpoint"] = str(ckpt)
+    if cameras:
+        from drivesim.model.probe_file import DEFAULT as DEFAULT_PROBE
+        from drivesim.model.probe_file import DEFAULT_CAMERA
+
+        results["config"]["cameras"] = {
+            "world_model": wm_cfg.cameras if wm_cfg is not None else None,
+            "camera_refiner": str(camera_refiner or DEFAULT_CAMERA) if wm_cfg is not None else None,
+            "probe": str(DEFAULT_PROBE), "truth": "rendered" if "truth" in (engine, compare) else None,
+        }  # fmt: skip
     con.print(report.leaderboard(results))
     for s in results["skipped"]:
         print(f"skipped {s['scene']} t0={s['t0'] / 10:.1f}s: {s['reason']}", file=sys.stderr)

@@ -115,4 +115,3 @@ def camera_planners() -> dict:
 
 def reads_cameras(planner) -> bool:
     return bool(getattr(planner, "needs_cameras", False))
-

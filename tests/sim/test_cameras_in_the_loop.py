@@ -2,8 +2,6 @@
 renders logs), and the world-model engine draws them with the camera refiner from its anchor frame,
 re-anchoring after the refiner's horizon."""
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,10 +34,11 @@ def scene(sim_load):
     return plan, log, uids, record
 
 
-def as_cache(frames, cfg=te.TruthConfig()):
+def as_cache(frames):
     """Rendered frames (..., H, W, 3) as the truth engine's views: JPEG, resized, centre-cropped."""
     from drivesim.synth.camera_frames import jpeg_like
 
+    cfg = te.TruthConfig()
     (w, h), (top, left) = cfg.image_size, crop_offset(cfg.frame_size, cfg.image_size)
     return jpeg_like(frames, cfg.frame_size, cfg.jpeg_quality)[..., top : top + h, left : left + w, :]
 
@@ -103,6 +102,7 @@ def context(log, t0=T0):
     )
 
 
+@pytest.mark.slow
 def test_untrained_refiner_in_the_loop_is_the_ego_warp_and_re_anchors(handle, sim_logs):
     log = sim_logs[0]
     ctx = context(log)
@@ -133,14 +133,12 @@ def test_untrained_refiner_in_the_loop_is_the_ego_warp_and_re_anchors(handle, si
     np.testing.assert_allclose(np.asarray(final.camera.xy), np.asarray(tr.key_xy[3]))
 
 
-def test_refiner_settings_are_checked(handle, sim_logs):
+def test_refiner_settings_are_checked():
     with pytest.raises(ValueError, match="layout=True"):
         wm_engine.WMConfig(cameras="refiner", layout=False)
+    with pytest.raises(ValueError, match="layout=True"):
+        wm_engine.WMConfig(cameras="warp", layout=False)
     with pytest.raises(ValueError, match="cameras must be"):
         wm_engine.WMConfig(cameras="on")
-    plain = wm_engine.ModelHandle.of(handle.model())
-    cfg = wm_engine.WMConfig(cameras="refiner", layout=True)
-    state = wm_engine.reset(plain, sim_logs[0], T0, context(sim_logs[0]), None, cfg)
     with pytest.raises(ValueError, match="needs a camera refiner"):
-        wm_engine.keyframe(plain, state, jax.random.key(0), cfg)
-    assert not math.isnan(float(state.key_yaw))
+        wm_engine.ModelHandle(graphdef=None, params=None).camera()
