@@ -19,6 +19,7 @@ def obs(sim_logs):
     return observe(reset(sim_logs[0], 20))
 
 
+@pytest.mark.slow
 def test_builtins_follow_the_protocol(obs):
     for name, planner in BUILTIN.items():
         assert planner.name == name
