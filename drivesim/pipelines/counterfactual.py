@@ -49,6 +49,8 @@ class Counterfactual:
         "edited_reference": the reference engine's on the edited log.
       fidelity: per keyframe time {"occ_iou", "agent_iou", "psnr"} (mean over samples), plus
         "mean"; None without truth.
+      reads: the perception probe's logits (..., G, G, 2) of every set of views ("context",
+        "original", "edited", "truth"), for the pictures; None without a probe.
     """
 
     scene: str
@@ -68,6 +70,7 @@ class Counterfactual:
     edited_ego_xy: np.ndarray
     scores: dict
     fidelity: dict | None
+    reads: dict | None = None
 
     def summary(self) -> dict:
         """The JSON-able part (scores, fidelity, what was run)."""
@@ -160,6 +163,7 @@ def run_counterfactual(
     agents: str = "learned",
     seed: int = 0,
     behaviour=None,
+    probe=None,
 ) -> Counterfactual:
     """Generate `scene` from `t0` (s, a keyframe) under `edits` (`drivesim.sim.edits`), beside the
     unedited generation and, on synthetic data, the true re-simulation (see the module docstring).
@@ -167,7 +171,8 @@ def run_counterfactual(
     The ego follows an ego edit's path if there is one, else `planner` (closed loop), else the log.
     `agents`: "learned" (free-running: the behaviour model's agents, `behaviour` its handle, react
     to the edit), "cv" (constant velocity), or the guided pass-through of the edited log ("log")
-    or of reactive IDM ("reactive").
+    or of reactive IDM ("reactive"). `probe`: the perception probe, whose reads of every set of
+    views the pictures show.
     """
     from drivesim.metrics.pdms import MetricConfig
     from drivesim.planners.builtin import FollowPoses, LogReplay
@@ -244,8 +249,15 @@ def run_counterfactual(
         fidelity["mean"]["agent_displacement"] = _displacement(
             edit.agents.xy, edit.agents.valid, truth["agents_xy"], truth["agents_valid"]
         )
+    reads = None
+    if probe is not None:
+        from drivesim.model.probe import read_views
+
+        reads = {"context": read_views(probe, ctx_images), "original": read_views(probe, orig.images[:, 1:]),
+                 "edited": read_views(probe, edit.images[:, 1:]),
+                 "truth": None if truth_images is None else read_views(probe, truth_images)}  # fmt: skip
     return Counterfactual(
-        scene=scene, t0=t0, edits=[E.spec_of(e) for e in edits], ego=ego_name, horizon=F / 2,
+        scene=scene, t0=t0, edits=[E.spec_of(e) for e in edits], ego=ego_name, horizon=F / 2, reads=reads,
         context_images=ctx_images, context_bev=ctx_bev,
         original_bev=orig.grids[:, 1:].astype(np.int32), edited_bev=edit.grids[:, 1:].astype(np.int32),
         original_images=orig.images[:, 1:], edited_images=edit.images[:, 1:],
@@ -377,11 +389,11 @@ def counterfactual(out, scene: str, t0: float, edits=(), ego_planner=None, datar
         from drivesim.sim.learned_agents import BehaviourHandle
 
         handle = BehaviourHandle.of(load_behaviour(behaviour or DEFAULT_BEHAVIOUR))
-    from drivesim.model.probe_file import load_camera_refiner
+    from drivesim.model.probe_file import load_camera_refiner, load_probe
 
     wm = wm_engine.ModelHandle.of(model, load_camera_refiner())  # the views: the camera refiner's
     cf = run_counterfactual(wm, root, version, scene, t0, parsed, horizon=horizon, samples=samples, planner=planner,
-                            agents=agents, seed=seed, behaviour=handle)  # fmt: skip
+                            agents=agents, seed=seed, behaviour=handle, probe=load_probe())  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     summary = {**cf.summary(), "checkpoint": str(ckpt), "dataroot": str(root), "seconds": time.perf_counter() - tic}
     summary["provenance"] = provenance(checkpoint=ckpt, dataroot=root, version=version)

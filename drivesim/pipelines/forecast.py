@@ -218,8 +218,14 @@ def predict(out, scene: str, t0: float, ego: str = "log", dataroot=None, version
         summary["scores_vs_truth"] = per
     out.mkdir(parents=True, exist_ok=True)
     title = f"{fc.scene}  t0 = {fc.t0:g} s  ego: {Path(fc.ego).name}  ({ckpt.name})"
+    from drivesim.model.probe import read_views
+    from drivesim.model.probe_file import load_probe
+
+    probe = load_probe()  # the perception probe's BEV read of every set of views, beside each panel
+    reads = {"context": read_views(probe, fc.context_images), "samples": read_views(probe, fc.images),
+             "truth": None if fc.truth_images is None else read_views(probe, fc.truth_images)}  # fmt: skip
     frames = prediction_frames(
-        fc.context_images, fc.context_bev, fc.images, fc.bev, fc.truth_images, fc.truth_bev, title=title
+        fc.context_images, fc.context_bev, fc.images, fc.bev, fc.truth_images, fc.truth_bev, title=title, reads=reads
     )
     written = save_animation(frames, out / "prediction.gif", fps=2.0)
     tmp = out / ".prediction.npz.tmp.npz"

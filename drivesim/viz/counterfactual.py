@@ -10,11 +10,14 @@ from drivesim.viz.prediction import _BG, _TEXT, _panel, bev_image
 
 
 def counterfactual_frames(cf, sample: int = 0, cam_w: int = 160) -> list[Image.Image]:
-    """One frame per keyframe: unedited | edited | truth (when known) panels of six views + BEV."""
+    """One frame per keyframe: unedited | edited | truth (when known) panels of six views + BEV
+    (+ the perception probe's read of the views, where `cf.reads` has it)."""
     title = f"{cf.scene}  t0 = {cf.t0:g} s  edits: {' '.join(cf.edits) or 'none'}  ego: {cf.ego}"
     frames = []
     F = cf.edited_bev.shape[1]
-    ctx = _panel(cf.context_images, cf.context_bev, "context  t0", cam_w)
+    rd = getattr(cf, "reads", None) or {}
+    at = lambda key, *ix: None if rd.get(key) is None else rd[key][ix]  # noqa: E731
+    ctx = _panel(cf.context_images, cf.context_bev, "context  t0", cam_w, at("context"))
     n = 3 if cf.truth_bev is not None else 2
     for k in range(-1, F):
         if k < 0:
@@ -27,14 +30,25 @@ def counterfactual_frames(cf, sample: int = 0, cam_w: int = 160) -> list[Image.I
                     cf.original_bev[sample, k],
                     f"unedited (generated)  t0+{t:.1f} s",
                     cam_w,
+                    at("original", sample, k),
                 ),
                 _panel(
-                    cf.edited_images[sample, k], cf.edited_bev[sample, k], f"edited (generated)  t0+{t:.1f} s", cam_w
-                ),
+                    cf.edited_images[sample, k],
+                    cf.edited_bev[sample, k],
+                    f"edited (generated)  t0+{t:.1f} s",
+                    cam_w,
+                    at("edited", sample, k),
+                ),  # fmt: skip
             ]
             if cf.truth_bev is not None:
                 panels.append(
-                    _panel(cf.truth_images[k], cf.truth_bev[k], f"edited (true re-simulation)  t0+{t:.1f} s", cam_w)
+                    _panel(
+                        cf.truth_images[k],
+                        cf.truth_bev[k],
+                        f"edited (true re-simulation)  t0+{t:.1f} s",
+                        cam_w,
+                        at("truth", k),
+                    )  # fmt: skip
                 )
         pw, ph = panels[0].size
         canvas = Image.new("RGB", (len(panels) * (pw + 4), ph + 28), _BG)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from drivesim.data.classes import OCC_COLORS
+from drivesim.data.classes import OCC_COLORS, OCC_DRIVABLE, OCC_VEHICLE
 from drivesim.data.types import CAMERA_CHANNELS
 from drivesim.viz.replay import LAYOUT
 
@@ -73,13 +73,23 @@ def forecast_figure(example: dict, scale: int = 2, title: str = "") -> Image.Ima
     return canvas
 
 
-def _panel(images: np.ndarray, grid: np.ndarray, label: str, cam_w: int) -> Image.Image:
-    """Six views (6, h, w, 3) in the nuScenes layout beside the BEV grid, with a label."""
+def probe_classes(logits) -> np.ndarray:
+    """The perception probe's read (G, G, 2) logits (agent, drivable) as occupancy classes to draw
+    with `bev_image`: agents as vehicles, drivable area as road, the rest free."""
+    lg = np.asarray(logits)
+    out = np.where(lg[..., 1] > 0, OCC_DRIVABLE, 0)
+    return np.where(lg[..., 0] > 0, OCC_VEHICLE, out).astype(np.int32)
+
+
+def _panel(images: np.ndarray, grid: np.ndarray, label: str, cam_w: int, read=None) -> Image.Image:
+    """Six views (6, h, w, 3) in the nuScenes layout beside the BEV grid, with a label; with `read`
+    ((G, G, 2) perception-probe logits of these views), the probe's BEV read beside it."""
     h, w = images.shape[1:3]
     cam_h = int(round(cam_w * h / w))
     order = {c: i for i, c in enumerate(CAMERA_CHANNELS)}
     size = 2 * cam_h
-    out = Image.new("RGB", (3 * cam_w + size + 4, size + 18), _BG)
+    extra = 0 if read is None else size + 4
+    out = Image.new("RGB", (3 * cam_w + size + 4 + extra, size + 18), _BG)
     draw = ImageDraw.Draw(out)
     draw.text((4, 2), label, fill=_TEXT)
     for r, row in enumerate(LAYOUT):
@@ -88,34 +98,46 @@ def _panel(images: np.ndarray, grid: np.ndarray, label: str, cam_w: int) -> Imag
                 Image.fromarray(images[order[ch]]).resize((cam_w, cam_h), Image.BILINEAR), (c * cam_w, 18 + r * cam_h)
             )
     out.paste(bev_image(grid, size), (3 * cam_w + 4, 18))
+    if read is not None:
+        x = 3 * cam_w + size + 8
+        out.paste(bev_image(probe_classes(read), size), (x, 18))
+        draw.text((x + 2, 2), "probe's read of the views", fill=_TEXT)
     return out
 
 
 def prediction_frames(
-    context_images, context_bev, sample_images, sample_bev, truth_images=None, truth_bev=None, title="", cam_w=192
-) -> list[Image.Image]:
+    context_images, context_bev, sample_images, sample_bev, truth_images=None, truth_bev=None, title="", cam_w=192,
+    reads=None,
+) -> list[Image.Image]:  # fmt: skip
     """Animation frames: the context keyframes, then each future keyframe with one row per
     sample (and a row of truth when given).
 
     context_images (H, 6, h, w, 3), context_bev (H, G, G); sample_images (K, F, 6, h, w, 3),
-    sample_bev (K, F, G, G); truth_* (F, ...) or None.
+    sample_bev (K, F, G, G); truth_* (F, ...) or None. reads: the perception probe's logits of
+    each panel's views, {"context": (H, G, G, 2), "samples": (K, F, ...), "truth": (F, ...) or
+    None}, drawn beside each panel; None: no probe.
     """
+    rd = reads or {}
+    at = lambda key, *ix: None if rd.get(key) is None else rd[key][ix]  # noqa: E731
     H = len(context_images)
     K, F = np.asarray(sample_bev).shape[:2]
     frames = []
     for k in range(H + F):
         t = (k - H + 1) * 0.5
         if k < H:
-            panels = [_panel(context_images[k], context_bev[k], f"context  t0{t:+.1f} s", cam_w)] * (
+            panels = [_panel(context_images[k], context_bev[k], f"context  t0{t:+.1f} s", cam_w, at("context", k))] * (
                 K + (truth_bev is not None)
             )
         else:
             j = k - H
             panels = [
-                _panel(sample_images[i][j], sample_bev[i][j], f"sample {i + 1}  t0+{t:.1f} s", cam_w) for i in range(K)
+                _panel(
+                    sample_images[i][j], sample_bev[i][j], f"sample {i + 1}  t0+{t:.1f} s", cam_w, at("samples", i, j)
+                )
+                for i in range(K)
             ]
             if truth_bev is not None:
-                panels.append(_panel(truth_images[j], truth_bev[j], f"truth  t0+{t:.1f} s", cam_w))
+                panels.append(_panel(truth_images[j], truth_bev[j], f"truth  t0+{t:.1f} s", cam_w, at("truth", j)))
         pw, ph = panels[0].size
         cols = 2 if len(panels) > 2 else len(panels)
         nrows = -(-len(panels) // cols)

@@ -90,3 +90,14 @@ def test_the_shipped_probe_reads_true_frames(tiny_dataroot, tiny_config):
     r, b = seen.result(), blank.result()
     assert r["drivable_iou"] > 0.6 and r["agent_iou"] > 0.2, r
     assert b["agent_iou"] < 0.5 * r["agent_iou"] and b["drivable_iou"] < r["drivable_iou"] - 0.1, (r, b)
+
+
+@pytest.mark.slow
+def test_read_views_is_the_probe_on_any_stack_of_view_sets():
+    from drivesim.model.probe import read_views
+
+    probe = Probe(ProbeConfig(lift_cells=10, width=16, bev_width=16), rngs=nnx.Rngs(2))
+    x = np.random.default_rng(1).integers(0, 256, (2, 3, 6, 32, 64, 3), dtype=np.uint8)
+    out = read_views(probe, x, chunk=4)  # 6 sets in chunks of 4: one padded chunk
+    assert out.shape == (2, 3, 80, 80, 2)
+    np.testing.assert_allclose(out[1, 2], np.asarray(probe(x[1, 2])), atol=1e-4)
