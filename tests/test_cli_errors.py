@@ -127,3 +127,17 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ((), "kinematic engine draws no camera views"),
+        (("--engine", "world-model", "--layout", "grid"), "--layout free or guided"),
+        (("--engine", "truth", "--no-cameras"), "--no-cameras"),
+    ],
+)
+def test_camera_planners_need_an_engine_with_cameras(capsys, tmp_path, extra, needle):
+    rc, err = run(capsys, "bench", "--quiet", "--planners", "camera_pdm", "--out", str(tmp_path / "b"), *extra)
+    check(rc, err, needle)
+    assert not (tmp_path / "b").exists()
