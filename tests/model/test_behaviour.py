@@ -64,6 +64,7 @@ def test_shapes_over_batch_dims(head):
     assert ll.shape == (6,) and bool(jnp.all(jnp.isfinite(ll)))
 
 
+@pytest.mark.slow
 def test_features_do_not_depend_on_where_the_scene_is():
     """Everything is in each agent's frame: moving the whole scene (agents, lanes, raster) by a
     whole number of raster cells changes no feature."""
@@ -110,6 +111,7 @@ def test_padded_agents_do_not_change_the_others():
     np.testing.assert_allclose(np.asarray(a[:-1]), np.asarray(b[:-1]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_rollout_follows_the_given_ego_and_keeps_absent_agents_absent():
     cfg = BehaviourConfig(width=32, point_width=16)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(2))
@@ -136,6 +138,7 @@ def test_light_states_read_amber_from_the_red_schedule():
     np.testing.assert_array_equal(st[:, 1, 1], steps < 5)
 
 
+@pytest.mark.slow
 def test_a_model_that_reads_lights_sees_the_one_ahead_turn_red():
     cfg = BehaviourConfig(width=32, point_width=16, signals=4)
     model = BehaviourModel(cfg, rngs=nnx.Rngs(3))

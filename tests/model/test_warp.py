@@ -4,6 +4,7 @@ towards the rear, a turn rotates it, and a motion-warp model runs (shapes, finit
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from drivesim.model.config import WorldModelConfig
@@ -37,6 +38,7 @@ def test_a_quarter_turn_rotates_the_grid():
     assert turned.max() > 0.99 and (i, j) == (5, 7)
 
 
+@pytest.mark.slow
 def test_a_motion_warp_model_rolls_out():
     cfg = WorldModelConfig.tiny(motion_warp=True)
     pred = Predictor(WorldModel(cfg, rngs=nnx.Rngs(0)))

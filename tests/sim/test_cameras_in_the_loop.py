@@ -43,6 +43,7 @@ def as_cache(frames):
     return jpeg_like(frames, cfg.frame_size, cfg.jpeg_quality)[..., top : top + h, left : left + w, :]
 
 
+@pytest.mark.slow
 def test_truth_views_are_the_recorded_scene_where_the_ego_follows_the_log(scene):
     from drivesim.synth.truth import record_frames
 
@@ -63,6 +64,7 @@ def test_truth_views_are_the_recorded_scene_where_the_ego_follows_the_log(scene)
     assert te.observe(state, te.TruthConfig()).cameras is None
 
 
+@pytest.mark.slow
 def test_truth_rollout_gives_a_camera_planner_views_at_two_hertz(scene):
     plan, log, uids, _ = scene
     seen = []

@@ -16,6 +16,7 @@ def scene_name(tiny_nusc):
     return tiny_nusc.scene[0]["name"]
 
 
+@pytest.mark.slow
 def test_record_log_equals_the_loaded_log(tiny_nusc, tiny_records, scene_name):
     loaded, info = load_log(tiny_nusc, scene_name)
     truth, uids = record_log(tiny_records[scene_name], image_width=64)
