@@ -176,15 +176,35 @@ class BehaviourTask:
     cfg: BehaviourConfig = BehaviourConfig()
     seed: int = 0
     name: str = "behaviour"
+    init_from: str = ""
+    """A behaviour model file whose parameters start the training (fine-tuning); "" starts afresh."""
 
     def __post_init__(self):
         tv = self.data["target_valid"]  # (S, N, T - 1)
         s, t = np.nonzero(tv.any(axis=1))
         keep = t >= 1
         self.items = np.stack([s[keep], t[keep]], -1)
+        if self.init_from:
+            import jax
+            from flax import nnx
+
+            from drivesim.model.behaviour_file import load_behaviour
+
+            start = load_behaviour(self.init_from)
+            if dataclasses.replace(start.cfg, own_past=self.cfg.own_past) != self.cfg:
+                raise ValueError(
+                    f"{self.init_from} was trained with another BehaviourConfig than this run's: "
+                    "fine-tune with the config it was trained with"
+                )
+            self._start = jax.tree.map(np.asarray, nnx.state(start, nnx.Param))
 
     def init_model(self, rngs):
-        return BehaviourModel(self.cfg, rngs=rngs)
+        model = BehaviourModel(self.cfg, rngs=rngs)
+        if self.init_from:  # the starting parameters, read on the host in __post_init__
+            from flax import nnx
+
+            nnx.update(model, self._start)
+        return model
 
     def loss(self, model, batch, rng):
         return behaviour_loss(model, batch, rng, self.cfg)
@@ -201,4 +221,9 @@ class BehaviourTask:
             yield example_input(self.data, sel[:, 0], sel[:, 1], self.cfg.history)
 
     def fingerprint(self) -> dict:
-        return {"model": dataclasses.asdict(self.cfg), "seed": self.seed, "examples": int(len(self.items))}
+        out = {"model": dataclasses.asdict(self.cfg), "seed": self.seed, "examples": int(len(self.items))}
+        if self.init_from:
+            from drivesim.provenance import sha256_file
+
+            out["init_from"] = {"path": self.init_from, "sha256": sha256_file(self.init_from)}
+        return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 from pathlib import Path
 
@@ -47,6 +48,11 @@ class TrafficData:
     """World seeds whose scenes get random speed pushes of their vehicles (`AgentPushes`): states a
     sampled model drifts into (closing fast on a car ahead, creeping up on a stopped one) with the
     world's own recovery from them as labels, in the spirit of DART's noise injection."""
+    rollin_seeds: tuple[int, ...] = ()
+    """World seeds whose scenes are rolled in by the behaviour model `rollin_model` and labelled by
+    the world from where it took them (DAgger; `drivesim.pipelines.behaviour_rollin`)."""
+    rollin_model: str = ""
+    """The behaviour model file that drives the roll-ins (its sha256 names the cache files)."""
 
 
 def ego_edit(recipe, seconds: float):
@@ -111,7 +117,11 @@ def _simulate_one(args) -> dict:
     from drivesim.synth.truth import record_log
     from drivesim.synth.world import EgoCommand, resimulate, simulate
 
-    recipe, stride, kind = args
+    recipe, stride, kind, *model = args  # (recipe, stride, kind[, roll-in model file])
+    if kind == "rollin":
+        from drivesim.pipelines.behaviour_rollin import rollin_scene
+
+        return rollin_scene(recipe, stride, model[0])
     plan = plan_for(recipe)
     pushes = None
     if kind == "plain":
@@ -126,7 +136,7 @@ def _simulate_one(args) -> dict:
         except ValueError:  # no lane to change into here: brake instead
             record = resimulate(plan, t, [EgoCommand("brake", 5.0)])
     else:
-        raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited or pushed")
+        raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited, pushed or rollin")
     log, uids = record_log(record, TRAFFIC_LOAD)
     arrays = scene_arrays(log, stride)
     if pushes is not None:  # the motion a push made is not the world's behaviour: not a label
@@ -139,17 +149,31 @@ def _simulate_one(args) -> dict:
 
 
 def _kind(cfg: TrafficData, seed: int) -> str:
+    if seed in cfg.rollin_seeds:
+        return "rollin"
     return "edited" if seed in cfg.edited_seeds else "pushed" if seed in cfg.pushed_seeds else "plain"
 
 
+@functools.cache
+def _model_tag(path: str) -> str:
+    from drivesim.provenance import sha256_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"TrafficData.rollin_model {path!r} is not a file: name the behaviour model that rolls in"
+        )
+    return sha256_file(path)[:12]
+
+
 def _seed_file(cfg: TrafficData, seed: int) -> Path:
-    tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}[_kind(cfg, seed)]
+    kind = _kind(cfg, seed)
+    tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}.get(kind) or f"_rollin{_model_tag(cfg.rollin_model)}"
     # "_lights": the arrays carry the traffic lights (files written before them are not read)
     return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}_lights.npz"
 
 
 def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
-    extra = tuple(cfg.edited_seeds) + tuple(cfg.pushed_seeds)
+    extra = tuple(cfg.edited_seeds) + tuple(cfg.pushed_seeds) + tuple(cfg.rollin_seeds)
     return tuple(dict.fromkeys(tuple(cfg.seeds) + extra))
 
 
@@ -170,7 +194,7 @@ def traffic_scenes(cfg: TrafficData, stride: int = 2, progress: bool = True) -> 
     progress = progress and distributed.lead()
     if missing:
         jobs = [
-            (r, stride, _kind(cfg, s))
+            (r, stride, _kind(cfg, s), cfg.rollin_model)
             for s in missing
             for r in scene_recipes(SynthConfig(scenes=cfg.scenes_per_seed, seconds=cfg.seconds, seed=s))
         ]
@@ -229,6 +253,8 @@ class BehaviourExperiment:
     data: TrafficData
     train: object
     """The `drivesim.train.TrainConfig`."""
+    init_from: str = ""
+    """A behaviour model file to start from (fine-tuning: the same `model` config); "" starts afresh."""
 
 
 def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, progress: bool = True) -> Path:
@@ -244,7 +270,7 @@ def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, pro
     t0 = time.time()
     data = traffic_scenes(exp.data, exp.model.lane_stride, progress=progress)
     t_data = time.time() - t0
-    task = BehaviourTask(data, exp.model, seed=exp.train.seed)
+    task = BehaviourTask(data, exp.model, seed=exp.train.seed, init_from=exp.init_from)
     train(task, exp.train, workdir / "behaviour", resume=resume, progress=progress)
     out = workdir / "behaviour.npz"
     model = load_model(task, workdir / "behaviour")  # every process: Orbax reads collectively
@@ -255,6 +281,7 @@ def train_behaviour(exp: BehaviourExperiment, workdir, resume: bool = False, pro
             "scenes": int(data["valid"].shape[0]), "examples": int(len(task.items)),
             "data": dataclasses.asdict(exp.data), "train": dataclasses.asdict(exp.train),
             "data_seconds": round(t_data, 1), "total_seconds": round(time.time() - t0, 1),
+            "init_from": task.fingerprint().get("init_from"),
         }
     }  # fmt: skip
     return save_behaviour(model, out, record)
