@@ -7,9 +7,10 @@ A sampled model drifts into states the world's logs never show (a car closing on
 car left standing at a green light); the roll-in scenes (`drivesim.pipelines.behaviour_rollin`)
 let v5 drive every agent for 1 to 6 s from a random keyframe, put the world's agents where it took
 them and label what the world's drivers do from there. Data: 600 roll-in scenes of 16 s (world
-seeds 200..214, rolled in by v5) and, against forgetting, 800 of v5's own kinds (plain 100..109,
-ego edits 130..134, pushed 145..149), never the validation (180..183, 8) or evaluation (900..903,
-7, 21, 23, 24) seeds. Training: 3,000 steps of 32 from v5's parameters.
+seeds 200..214, rolled in by v5 from a random keyframe), 400 rolled in from a sudden ego edit
+(215..224: a hard brake, a lane change, a speed-up) and, against forgetting, 800 of v5's own kinds
+(plain 100..109, ego edits 130..134, pushed 145..149), never the validation (180..183, 8) or
+evaluation (900..903, 7, 21, 23, 24) seeds. Training: 3,000 steps of 32 from v5's parameters.
 `get_config(quick=True)` shrinks everything for a smoke run.
 """
 
@@ -26,7 +27,8 @@ def get_config(quick: bool = False) -> BehaviourExperiment:
         model=BehaviourConfig(head="tokens", signals=4, past_dropout=0.5),
         data=TrafficData(
             seeds=tuple(range(100, 110)), edited_seeds=tuple(range(130, 135)), pushed_seeds=tuple(range(145, 150)),
-            rollin_seeds=tuple(range(200, 215)), rollin_model=str(DEFAULT_BEHAVIOUR),
+            rollin_seeds=tuple(range(200, 215)), rollin_edited_seeds=tuple(range(215, 225)),
+            rollin_model=str(DEFAULT_BEHAVIOUR),
         ),
         train=TrainConfig(
             steps=3000, batch_size=32, learning_rate=3e-4, warmup_steps=100, weight_decay=1e-4,

@@ -51,6 +51,8 @@ class TrafficData:
     rollin_seeds: tuple[int, ...] = ()
     """World seeds whose scenes are rolled in by the behaviour model `rollin_model` and labelled by
     the world from where it took them (DAgger; `drivesim.pipelines.behaviour_rollin`)."""
+    rollin_edited_seeds: tuple[int, ...] = ()
+    """World seeds whose scenes are rolled in from a sudden ego edit (`ego_edit`) on."""
     rollin_model: str = ""
     """The behaviour model file that drives the roll-ins (its sha256 names the cache files)."""
 
@@ -118,10 +120,10 @@ def _simulate_one(args) -> dict:
     from drivesim.synth.world import EgoCommand, resimulate, simulate
 
     recipe, stride, kind, *model = args  # (recipe, stride, kind[, roll-in model file])
-    if kind == "rollin":
+    if kind in ("rollin", "rollin_edited"):
         from drivesim.pipelines.behaviour_rollin import rollin_scene
 
-        return rollin_scene(recipe, stride, model[0])
+        return rollin_scene(recipe, stride, model[0], edited=kind == "rollin_edited")
     plan = plan_for(recipe)
     pushes = None
     if kind == "plain":
@@ -136,7 +138,7 @@ def _simulate_one(args) -> dict:
         except ValueError:  # no lane to change into here: brake instead
             record = resimulate(plan, t, [EgoCommand("brake", 5.0)])
     else:
-        raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited, pushed or rollin")
+        raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited, pushed, rollin or rollin_edited")
     log, uids = record_log(record, TRAFFIC_LOAD)
     arrays = scene_arrays(log, stride)
     if pushes is not None:  # the motion a push made is not the world's behaviour: not a label
@@ -151,6 +153,8 @@ def _simulate_one(args) -> dict:
 def _kind(cfg: TrafficData, seed: int) -> str:
     if seed in cfg.rollin_seeds:
         return "rollin"
+    if seed in cfg.rollin_edited_seeds:
+        return "rollin_edited"
     return "edited" if seed in cfg.edited_seeds else "pushed" if seed in cfg.pushed_seeds else "plain"
 
 
@@ -167,13 +171,15 @@ def _model_tag(path: str) -> str:
 
 def _seed_file(cfg: TrafficData, seed: int) -> Path:
     kind = _kind(cfg, seed)
-    tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}.get(kind) or f"_rollin{_model_tag(cfg.rollin_model)}"
+    tag = {"plain": "", "edited": "_edited", "pushed": "_pushed"}.get(kind)
+    if tag is None:
+        tag = f"_{kind.replace('_', '')}{_model_tag(cfg.rollin_model)}"
     # "_lights": the arrays carry the traffic lights (files written before them are not read)
     return Path(cfg.cache) / f"seed{seed}_n{cfg.scenes_per_seed}_s{cfg.seconds:g}{tag}_lights.npz"
 
 
 def all_seeds(cfg: TrafficData) -> tuple[int, ...]:
-    extra = tuple(cfg.edited_seeds) + tuple(cfg.pushed_seeds) + tuple(cfg.rollin_seeds)
+    extra = tuple(cfg.edited_seeds) + tuple(cfg.pushed_seeds) + tuple(cfg.rollin_seeds) + tuple(cfg.rollin_edited_seeds)
     return tuple(dict.fromkeys(tuple(cfg.seeds) + extra))
 
 

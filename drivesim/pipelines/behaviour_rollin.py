@@ -18,6 +18,9 @@ turned green. Logs of the world cannot teach it to recover from them; the world 
    the agents' labels of the roll-in (the model's own motion, not the world's) are dropped, and
    the labels from t0 + k on are the world's reaction to the states the model reached.
 
+`edited=True` starts the roll-in at a sudden ego manoeuvre (`behaviour.ego_edit`: a hard brake, a
+lane change, a speed-up), the states where the model's reactions matter most.
+
 This is DAgger's loop (roll in with the learner, label with the expert) with the synthetic world as
 the expert; `AgentPushes` is its hand-made forerunner (random speed pushes).
 """
@@ -39,12 +42,17 @@ _WORKER: dict = {}
 """Per-process cache: the loaded model and its compiled roll-in (workers are reused)."""
 
 
-def rollin_plan(recipe, keyframes: int) -> tuple[int, int]:
-    """(t0 keyframe, roll-in length in keyframes) of a scene, deterministic in its seed."""
+def rollin_plan(recipe, keyframes: int, edit_time: float | None = None) -> tuple[int, int]:
+    """(t0 keyframe, roll-in length in keyframes) of a scene, deterministic in its seed. With an ego
+    edit at `edit_time` (s) the roll-in starts at the keyframe of the edit or the one before it, so
+    that the model drives the agents through the edit."""
     rng = np.random.default_rng([recipe.seed, 5151])
     k = int(rng.integers(*ROLLIN_KEYS))
-    t0 = int(rng.integers(FIRST_KEY, max(FIRST_KEY + 1, keyframes - k - 4)))
-    return t0, k
+    if edit_time is None:
+        t0 = int(rng.integers(FIRST_KEY, max(FIRST_KEY + 1, keyframes - k - 4)))
+    else:
+        t0 = max(FIRST_KEY, int(edit_time / 0.5) - int(rng.integers(0, 2)))
+    return t0, max(1, min(k, keyframes - 2 - t0))
 
 
 def _rollin_fn(model_path: str):
@@ -93,25 +101,36 @@ def _teleport(at_step: int, states: dict):
     return hook
 
 
-def rollin_scene(recipe, stride: int, model_path: str, seed: int = 0) -> dict:
+def rollin_scene(recipe, stride: int, model_path: str, seed: int = 0, edited: bool = False) -> dict:
     """The training arrays of one roll-in scene (`scene_arrays` keys, plus `rollin`: (t0, k, agents
-    moved, their mean displacement from the world's own positions at t0 + k in metres))."""
+    moved, their mean displacement from the world's own positions at t0 + k in metres)). With
+    `edited` the ego does something sudden (`behaviour.ego_edit`) and the roll-in starts there:
+    the model's agents meet the edit, and the world says how its drivers would have recovered."""
     import jax
 
     from drivesim.model.behaviour_task import scene_arrays
-    from drivesim.pipelines.behaviour import TRAFFIC_LOAD
+    from drivesim.pipelines.behaviour import TRAFFIC_LOAD, ego_edit
     from drivesim.pipelines.behaviour_eval import EVAL_LOAD
     from drivesim.synth.dataset import plan_for
     from drivesim.synth.truth import record_log
-    from drivesim.synth.world import resimulate, simulate
+    from drivesim.synth.world import EgoCommand, resimulate, simulate
 
     plan = plan_for(recipe)
     steps = int(round((recipe.seconds - 0.5) * 10)) + 1
     load10 = dataclasses.replace(EVAL_LOAD, max_steps=steps)
-    orig = simulate(plan)
+    edit_time, edits = None, ()
+    if edited:
+        edit_time, edits = ego_edit(recipe, recipe.seconds)
+        try:
+            orig = resimulate(plan, edit_time, edits)
+        except ValueError:  # no lane to change into here: brake instead
+            edits = [EgoCommand("brake", 5.0)]
+            orig = resimulate(plan, edit_time, edits)
+    else:
+        orig = simulate(plan)
     log10, uids10 = record_log(orig, load10)
     keyframes = (steps - 1) // 5 + 1
-    t0k, k = rollin_plan(recipe, keyframes)
+    t0k, k = rollin_plan(recipe, keyframes, edit_time)
     handle, run = _rollin_fn(model_path)
     key = jax.random.fold_in(jax.random.key(seed), recipe.seed % 2**31)
     xy, yaw, speed, valid = (np.asarray(a) for a in run(handle, log10, 5 * t0k, key))  # (H + 1, A, ...)
@@ -124,7 +143,7 @@ def rollin_scene(recipe, stride: int, model_path: str, seed: int = 0) -> dict:
         states[uid] = (*(float(v) for v in xy[5 * k, a]), float(yaw[5 * k, a]), float(speed[5 * k, a]))
         history[uid] = [(xy[5 * j, a], yaw[5 * j, a], speed[5 * j, a]) for j in range(1, k)]
     hook = _teleport(at, states)
-    record = resimulate(plan, None, (), each_step=hook)
+    record = resimulate(plan, edit_time, edits, each_step=hook)
     slot_o = {u: s for s, u in enumerate(orig.uids)}
     drift = [
         float(np.hypot(*(np.array(states[u][:2]) - orig.center[slot_o[u], at]))) for u in hook.moved if u in slot_o

@@ -54,6 +54,22 @@ def test_rollin_scene_shows_the_models_states_and_the_worlds_labels_from_there(r
     np.testing.assert_array_equal(again["xy"], rolled["xy"])
 
 
+@pytest.mark.slow
+def test_an_edited_rollin_starts_at_the_ego_edit_and_the_ego_does_it(recipe):
+    from drivesim.pipelines.behaviour import ego_edit
+
+    t_edit, _ = ego_edit(recipe, recipe.seconds)
+    rolled = rollin_scene(recipe, 2, SHIPPED, edited=True)
+    plain = _simulate_one((recipe, 2, "plain"))
+    edited = _simulate_one((recipe, 2, "edited"))
+    t0, k = int(rolled["rollin"][0]), int(rolled["rollin"][1])
+    assert t0 in (int(t_edit / 0.5), int(t_edit / 0.5) - 1) and k >= 1
+    # the ego is the edited world's up to the roll-in's end (the agents do not move it before then)
+    np.testing.assert_allclose(rolled["xy"][0, : t0 + k], edited["xy"][0, : t0 + k], atol=1e-4)
+    assert np.abs(edited["xy"][0] - plain["xy"][0]).max() > 0.5
+    assert not rolled["target_valid"][1:, t0 : t0 + k].any()
+
+
 def test_rollin_cache_files_are_named_by_the_model_that_rolled_in(tmp_path):
     cfg = TrafficData(seeds=(), rollin_seeds=(200,), rollin_model=SHIPPED, cache=str(tmp_path))
     assert "_rollin" in _seed_file(cfg, 200).name
