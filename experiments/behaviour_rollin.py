@@ -1,4 +1,5 @@
-"""Behaviour model v6: v5 (`data/behaviour_small.npz`) fine-tuned on roll-in scenes (DAgger).
+"""Behaviour model v6: v5 (`experiments/results/ablations/behaviour_v5.npz`) fine-tuned on roll-in
+scenes (DAgger).
 
     .venv/bin/drivesim train --config experiments/behaviour_rollin.py --workdir runs/behaviour_rollin
     .venv/bin/python experiments/behaviour_eval.py --model runs/behaviour_rollin/behaviour.npz --validation
@@ -18,8 +19,11 @@ import dataclasses
 
 from drivesim.model.behaviour import BehaviourConfig
 from drivesim.pipelines.behaviour import BehaviourExperiment, TrafficData
-from drivesim.pipelines.defaults import DEFAULT_BEHAVIOUR
 from drivesim.train import TrainConfig
+
+
+V5 = "experiments/results/ablations/behaviour_v5.npz"
+"""Model v5 (a copy of the model shipped before v6): it rolls in and v6 starts from it."""
 
 
 def get_config(quick: bool = False) -> BehaviourExperiment:
@@ -28,13 +32,13 @@ def get_config(quick: bool = False) -> BehaviourExperiment:
         data=TrafficData(
             seeds=tuple(range(100, 110)), edited_seeds=tuple(range(130, 135)), pushed_seeds=tuple(range(145, 150)),
             rollin_seeds=tuple(range(200, 215)), rollin_edited_seeds=tuple(range(215, 225)),
-            rollin_model=str(DEFAULT_BEHAVIOUR),
+            rollin_model=V5,
         ),
         train=TrainConfig(
             steps=3000, batch_size=32, learning_rate=3e-4, warmup_steps=100, weight_decay=1e-4,
             log_every=50, checkpoint_every=500,
         ),
-        init_from=str(DEFAULT_BEHAVIOUR),
+        init_from=V5,
     )  # fmt: skip
     if quick:
         exp = dataclasses.replace(
