@@ -22,6 +22,7 @@ Shapes: images (..., 6, h, w, 3) uint8 (the model's centre crops) -> logits (...
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -179,9 +180,16 @@ class Probe(nnx.Module):
         return out.reshape(lead + out.shape[1:])
 
 
+@functools.lru_cache(maxsize=4)
+def _reader(graphdef):
+    """The probe of this graph, jitted over a chunk of six-view sets (compiled once per shape)."""
+    return jax.jit(lambda w, x: nnx.merge(graphdef, w)(x))
+
+
 def read_views(model: Probe, images, chunk: int = 8) -> np.ndarray:
     """The probe's logits (..., G, G, 2) of any stack of six-view sets (..., 6, h, w, 3) uint8,
-    jitted, `chunk` sets at a time (for pictures and reports; host arrays out)."""
+    jitted, `chunk` sets at a time (for pictures and reports; host arrays out). One compile per
+    image size and chunk, kept across calls."""
     images = np.asarray(images)
     lead = images.shape[:-4]
     flat = images.reshape((-1,) + images.shape[-4:])
@@ -189,9 +197,9 @@ def read_views(model: Probe, images, chunk: int = 8) -> np.ndarray:
     pad = (-n) % chunk
     flat = np.concatenate([flat, np.zeros((pad,) + flat.shape[1:], flat.dtype)])
     g, w = nnx.split(model)
-    run = jax.jit(lambda w, x: jax.lax.map(nnx.merge(g, w), x))
-    out = np.asarray(run(w, flat.reshape((-1, chunk) + flat.shape[1:])))
-    return out.reshape((-1,) + out.shape[2:])[:n].reshape(lead + out.shape[2:])
+    run = _reader(g)
+    out = np.concatenate([np.asarray(run(w, flat[i : i + chunk])) for i in range(0, len(flat), chunk)])
+    return out[:n].reshape(lead + out.shape[1:])
 
 
 def probe_loss(model: Probe, images, grid):

@@ -101,3 +101,11 @@ def test_read_views_is_the_probe_on_any_stack_of_view_sets():
     out = read_views(probe, x, chunk=4)  # 6 sets in chunks of 4: one padded chunk
     assert out.shape == (2, 3, 80, 80, 2)
     np.testing.assert_allclose(out[1, 2], np.asarray(probe(x[1, 2])), atol=1e-4)
+    # a second call of another stack reuses the compiled reader (pictures call it per figure)
+    from drivesim.model.probe import _reader
+
+    compiled = _reader(nnx.split(probe)[0])._cache_size()
+    assert compiled >= 1
+    again = read_views(probe, x[0], chunk=4)
+    np.testing.assert_allclose(again, out[0], atol=1e-5)
+    assert _reader(nnx.split(probe)[0])._cache_size() == compiled
