@@ -1,8 +1,11 @@
-"""The shipped behaviour model (`data/behaviour_small.npz`): reactive agents for every engine.
+"""Behaviour model v5 (`experiments/results/ablations/behaviour_v5.npz`): reactive agents. The shipped
+model, v6 (`data/behaviour_small.npz`), is v5 fine-tuned on roll-in scenes
+(`experiments/behaviour_rollin.py`).
 
     .venv/bin/drivesim train --config experiments/behaviour_small.py --workdir runs/behaviour_small
-    cp runs/behaviour_small/behaviour.npz data/behaviour_small.npz   # (+ .json): what drivesim ships
-    .venv/bin/python experiments/behaviour_eval.py          # experiments/results/behaviour.json
+    cp runs/behaviour_small/behaviour.npz experiments/results/ablations/behaviour_v5.npz   # (+ .json)
+    .venv/bin/python experiments/behaviour_eval.py --model experiments/results/ablations/behaviour_v5.npz \
+        --out experiments/results/ablations/behaviour_eval_v5.json
 
 Data: the traffic-only fast path of the synthetic world (`drivesim.pipelines.behaviour`), 2,800
 scenes of 16 s, none from the validation (180..183) or evaluation (900..903) seeds: 1,200 plain
