@@ -21,7 +21,6 @@ from drivesim.model.behaviour import BehaviourConfig
 from drivesim.pipelines.behaviour import BehaviourExperiment, TrafficData
 from drivesim.train import TrainConfig
 
-
 V5 = "experiments/results/ablations/behaviour_v5.npz"
 """Model v5 (a copy of the model shipped before v6): it rolls in and v6 starts from it."""
 
