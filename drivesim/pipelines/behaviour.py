@@ -77,6 +77,19 @@ def ego_edit(recipe, seconds: float):
     return t, [cmd]
 
 
+def edited_world(plan, recipe):
+    """(edit time, the edits applied, the re-simulated record) of a scene under its random ego edit
+    (`ego_edit`); where the ego has no lane to change into, it brakes at 5 m/s^2 instead."""
+    from drivesim.synth.world import EgoCommand, resimulate
+
+    t, edits = ego_edit(recipe, recipe.seconds)
+    try:
+        return t, edits, resimulate(plan, t, edits)
+    except ValueError:  # no lane to change into here: brake instead
+        edits = [EgoCommand("brake", 5.0)]
+        return t, edits, resimulate(plan, t, edits)
+
+
 class AgentPushes:
     """Random speed pushes of a scene's vehicles toward the car ahead, as `resimulate`'s `each_step`.
 
@@ -117,7 +130,7 @@ def _simulate_one(args) -> dict:
     from drivesim.model.behaviour_task import scene_arrays
     from drivesim.synth.dataset import plan_for
     from drivesim.synth.truth import record_log
-    from drivesim.synth.world import EgoCommand, resimulate, simulate
+    from drivesim.synth.world import resimulate, simulate
 
     recipe, stride, kind, *model = args  # (recipe, stride, kind[, roll-in model file])
     if kind in ("rollin", "rollin_edited"):
@@ -132,11 +145,7 @@ def _simulate_one(args) -> dict:
         pushes = AgentPushes(recipe.seed)
         record = resimulate(plan, None, (), each_step=pushes)
     elif kind == "edited":
-        t, edits = ego_edit(recipe, recipe.seconds)
-        try:
-            record = resimulate(plan, t, edits)
-        except ValueError:  # no lane to change into here: brake instead
-            record = resimulate(plan, t, [EgoCommand("brake", 5.0)])
+        _, _, record = edited_world(plan, recipe)
     else:
         raise ValueError(f"unknown kind of traffic scene {kind!r}: plain, edited, pushed, rollin or rollin_edited")
     log, uids = record_log(record, TRAFFIC_LOAD)

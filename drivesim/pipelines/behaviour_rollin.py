@@ -109,23 +109,18 @@ def rollin_scene(recipe, stride: int, model_path: str, seed: int = 0, edited: bo
     import jax
 
     from drivesim.model.behaviour_task import scene_arrays
-    from drivesim.pipelines.behaviour import TRAFFIC_LOAD, ego_edit
+    from drivesim.pipelines.behaviour import TRAFFIC_LOAD, edited_world
     from drivesim.pipelines.behaviour_eval import EVAL_LOAD
     from drivesim.synth.dataset import plan_for
     from drivesim.synth.truth import record_log
-    from drivesim.synth.world import EgoCommand, resimulate, simulate
+    from drivesim.synth.world import resimulate, simulate
 
     plan = plan_for(recipe)
     steps = int(round((recipe.seconds - 0.5) * 10)) + 1
     load10 = dataclasses.replace(EVAL_LOAD, max_steps=steps)
     edit_time, edits = None, ()
     if edited:
-        edit_time, edits = ego_edit(recipe, recipe.seconds)
-        try:
-            orig = resimulate(plan, edit_time, edits)
-        except ValueError:  # no lane to change into here: brake instead
-            edits = [EgoCommand("brake", 5.0)]
-            orig = resimulate(plan, edit_time, edits)
+        edit_time, edits, orig = edited_world(plan, recipe)
     else:
         orig = simulate(plan)
     log10, uids10 = record_log(orig, load10)
